@@ -1,0 +1,74 @@
+# diffusion_course: one command to set up and test (`make test`), one to run the main job (`make demo`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Threads per notebook process: nbdev_test runs $(NB_WORKERS) notebooks at once.
+NB_WORKERS ?= 2
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: install data export check-export nbtest pytest test demo lab clean help
+
+help:
+	@echo "make test   - set up .venv, the data, then test notebooks and package (what CI runs)"
+	@echo "make demo   - train a DDPM on Fashion-MNIST (CPU, <= 10 min) and write samples, loss curve, FID"
+	@echo "make lab    - open the notebooks in JupyterLab"
+
+# Reinstall only when the dependency declarations change.
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23" "setuptools>=68" wheel
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST: Debian's package when we can install it, else torchvision's download.
+data: $(STAMP)
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  echo "data: Fashion-MNIST found in /usr/share/datasets/fashion-mnist"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null \
+	    && echo "data: installed Debian package dataset-fashion-mnist" \
+	    || $(BIN)/python -m diffusion_course.data; \
+	else \
+	  $(BIN)/python -m diffusion_course.data; \
+	fi
+
+export: $(STAMP)
+	$(BIN)/nbdev_export
+
+# The package must be exactly what the notebooks export.
+check-export: $(STAMP)
+	@rm -rf .export-check && mkdir .export-check && cp -r diffusion_course .export-check/
+	@$(BIN)/nbdev_export
+	@if diff -r -x __pycache__ .export-check/diffusion_course diffusion_course; then \
+	  echo "check-export: notebooks and package are in sync"; rm -rf .export-check; \
+	else \
+	  echo "check-export: nbdev_export changed diffusion_course/ (diff above): run 'make export' and commit"; rm -rf .export-check; exit 1; \
+	fi
+
+nbtest: $(STAMP) data
+	$(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing
+
+pytest: $(STAMP) data
+	$(BIN)/python -m pytest tests/ -q -rs
+
+test: $(STAMP) data check-export
+	@start=$$(date +%s); $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing; rc=$$?; \
+	  echo "nbdev_test: $$(( $$(date +%s) - start )) s"; exit $$rc
+	$(BIN)/python -m pytest tests/ -q -rs
+
+DEMO_DIR ?= runs/demo
+demo: $(STAMP) data
+	$(BIN)/python -m diffusion_course.demo --out $(DEMO_DIR)
+
+lab: $(STAMP) data
+	$(BIN)/jupyter lab nbs/
+
+clean:
+	rm -rf .export-check _docs _proc
