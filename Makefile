@@ -19,7 +19,7 @@ help:
 	@echo "make lab    - open the notebooks in JupyterLab"
 
 # Reinstall only when the dependency declarations change.
-$(STAMP): settings.ini setup.py
+$(STAMP): settings.ini setup.py pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23" "setuptools>=68" wheel
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

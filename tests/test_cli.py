@@ -1,0 +1,137 @@
+"""The `diffusion-course` console script, run as a user runs it: a separate process, real files.
+
+Small runs on the 8x8 digits keep this fast; the properties checked are the ones the command promises:
+one-line errors with exit code 2, nothing overwritten, exact resume after a kill, NaN handling.
+"""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+BIN = Path(sys.executable).parent
+CLI = str(BIN / "diffusion-course")
+ENV = {**os.environ, "DIFFUSION_COURSE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+SMALL = ["--dataset", "digits", "--batch-size", "32", "--base-channels", "8", "--no-progress", "--seed", "3"]
+
+
+def cli(*args, check=None, timeout=600):
+    p = subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
+    if check is not None:
+        assert p.returncode == check, f"exit {p.returncode}\nstdout:{p.stdout}\nstderr:{p.stderr}"
+    return p
+
+
+def weights(run_dir):
+    return load_file(str(Path(run_dir) / "checkpoint.safetensors"))
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in Path(folder).rglob("*") if p.is_file()}
+
+
+def test_console_script_installed():
+    assert Path(CLI).exists(), "pip install did not create the diffusion-course console script"
+    p = cli("--help", check=0)
+    for sub in ("train", "sample", "evaluate", "demo"):
+        assert sub in p.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--dataset", "cifar10", "--out", "{tmp}/r"], ["unknown dataset", "fashion_mnist"]),
+    (["train", "--steps", "0", "--out", "{tmp}/r"], ["--steps", "positive"]),
+    (["train", "--steps", "-3", "--out", "{tmp}/r"], ["--steps", "positive"]),
+    (["train", "--batch-size", "abc", "--out", "{tmp}/r"], ["--batch-size"]),
+    (["sample", "--checkpoint", "{tmp}/nope", "--out", "{tmp}/s.png"], ["nope"]),
+    (["evaluate", "--checkpoint", "{tmp}/nope"], ["nope"]),
+    (["sample", "--checkpoint", "{tmp}/nope", "--out", "{tmp}/s.png", "--sampler", "magic"], ["--sampler"]),
+    (["frobnicate"], ["frobnicate"]),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, args, words):
+    p = cli(*[a.format(tmp=tmp_path) for a in args])
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    for w in words: assert w in lines[0], lines[0]
+    assert list(tmp_path.iterdir()) == []          # a refused command creates nothing
+
+
+def test_train_sample_and_refusals(tmp_path):
+    run = tmp_path / "run"
+    cli("train", *SMALL, "--steps", "12", "--checkpoint-every", "5", "--out", run, check=0)
+    for f in ("config.json", "state.json", "checkpoint.safetensors"):
+        assert (run / f).exists(), f
+    before = snapshot(run)
+    # an existing run is never clobbered by accident
+    p = cli("train", *SMALL, "--steps", "12", "--out", run)
+    assert p.returncode == 2 and "--resume" in p.stderr and "--overwrite" in p.stderr
+    assert snapshot(run) == before
+    # sampling writes a PNG grid, and refuses to overwrite it
+    png = tmp_path / "grid.png"
+    cli("sample", "--checkpoint", run, "--steps", "10", "--count", "9", "--seed", "1", "--out", png, check=0)
+    from PIL import Image
+    im = Image.open(png)
+    assert im.size[0] > 8 * 3 and im.size[1] > 8 * 3
+    first = png.read_bytes()
+    p = cli("sample", "--checkpoint", run, "--steps", "10", "--count", "9", "--out", png)
+    assert p.returncode == 2 and "already exists" in p.stderr and png.read_bytes() == first
+    # same seed, same images; --overwrite is explicit
+    cli("sample", "--checkpoint", run, "--steps", "10", "--count", "9", "--seed", "1", "--out", png, "--overwrite", check=0)
+    assert png.read_bytes() == first
+    p = cli("sample", "--checkpoint", run, "--steps", "5000", "--count", "4", "--out", tmp_path / "x.png")
+    assert p.returncode == 2 and "--steps" in p.stderr
+    # --overwrite starts a fresh run
+    cli("train", *SMALL, "--steps", "4", "--checkpoint-every", "2", "--out", run, "--overwrite", check=0)
+    assert json.loads((run / "state.json").read_text())["step"] == 4
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_checkpoint_is_refused(tmp_path, damage):
+    run = tmp_path / "run"
+    cli("train", *SMALL, "--steps", "3", "--out", run, check=0)
+    ck = run / "checkpoint.safetensors"
+    data = ck.read_bytes()
+    ck.write_bytes({"truncate": data[: len(data) // 2], "garbage": os.urandom(len(data)), "empty": b""}[damage])
+    p = cli("sample", "--checkpoint", run, "--count", "2", "--steps", "2", "--out", tmp_path / "s.png")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "corrupt" in p.stderr or "truncated" in p.stderr, p.stderr
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    "Kill training mid-run, resume it: the final weights equal those of a run that was never interrupted."
+    steps, every = 60, 10
+    ref = tmp_path / "ref"
+    cli("train", *SMALL, "--steps", steps, "--checkpoint-every", every, "--out", ref, check=0)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([CLI, "train", *SMALL, "--steps", str(steps), "--checkpoint-every", str(every), "--out", str(run)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads(state.read_text())["step"] >= every: break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.loads(state.read_text())["step"]
+    assert every <= done <= steps and done % every == 0 or done == steps
+    cli("train", *SMALL, "--steps", steps, "--checkpoint-every", every, "--out", run, "--resume", check=0)
+    a, b = weights(ref), weights(run)
+    assert a.keys() == b.keys()
+    for k in a: assert torch.equal(a[k], b[k]), k
+    assert json.loads(state.read_text())["losses"] == json.loads((ref / "state.json").read_text())["losses"]
+
+
+def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    p = cli("train", *SMALL, "--steps", "200", "--checkpoint-every", "1", "--lr", "1e38", "--out", run)
+    assert p.returncode == 1 and "diverged" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    state = json.loads((run / "state.json").read_text())
+    assert 1 <= state["step"] < 200                      # stopped early, after at least one good checkpoint
+    kept = weights(run)
+    assert all(torch.isfinite(v).all() for v in kept.values() if v.is_floating_point())
