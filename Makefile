@@ -4,10 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Threads per notebook process: nbdev_test runs $(NB_WORKERS) notebooks at once.
+# nbdev_test runs $(NB_WORKERS) notebooks at once, each with $(NB_THREADS) torch threads.
 NB_WORKERS ?= 2
-export OMP_NUM_THREADS ?= 1
-export MKL_NUM_THREADS ?= 1
+NB_THREADS ?= 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
@@ -53,19 +52,19 @@ check-export: $(STAMP)
 	fi
 
 nbtest: $(STAMP) data
-	$(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing
+	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing
 
 pytest: $(STAMP) data
 	$(BIN)/python -m pytest tests/ -q -rs
 
 test: $(STAMP) data check-export
-	@start=$$(date +%s); $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing; rc=$$?; \
+	@start=$$(date +%s); OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing; rc=$$?; \
 	  echo "nbdev_test: $$(( $$(date +%s) - start )) s"; exit $$rc
 	$(BIN)/python -m pytest tests/ -q -rs
 
 DEMO_DIR ?= runs/demo
 demo: $(STAMP) data
-	$(BIN)/python -m diffusion_course.demo --out $(DEMO_DIR)
+	$(BIN)/diffusion-course demo --out $(DEMO_DIR)
 
 lab: $(STAMP) data
 	$(BIN)/jupyter lab nbs/
