@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .viz import default_device, seed_everything
 from .data import data_home, fashion_mnist, FASHION_MNIST_CLASSES
+from .ddpm import _file_lock   # one lock helper for every cache of the course
 
 # %% auto #0
 __all__ = ['CLASSIFIER_WEIGHTS', 'CLASSIFIER_JSON', 'feature_stats', 'sqrtm_psd', 'trace_sqrt_product', 'frechet_distance',
@@ -222,17 +223,6 @@ def load_classifier(cache_dir, device=None) -> tuple[FashionClassifier, Classifi
         raise ValueError(f"cached classifier in {cache_dir} is unreadable ({type(e).__name__}: {e}); delete the folder or call load_or_train_classifier to retrain") from e
     device = torch.device(device) if device is not None else default_device()
     return model.to(device).eval(), config, meta
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    "Hold an exclusive lock on `path` (POSIX), so that two processes never train the same cache at once."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try: import fcntl
-    except ImportError: yield; return          # no locking on Windows
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 def load_or_train_classifier(cache_dir=None, device=None, config: ClassifierConfig | None = None, progress: bool = True) -> FashionClassifier:
     "The course's feature classifier: loaded from `cache_dir` (default `default_classifier_dir()`), else trained and cached. `.info` holds accuracy and timing."
