@@ -18,7 +18,8 @@ help:
 	@echo "make lab    - open the notebooks in JupyterLab"
 
 # Reinstall only when the dependency declarations change.
-$(STAMP): settings.ini setup.py pyproject.toml
+# (not pyproject.toml: nbdev_export rewrites it on every run)
+$(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23" "setuptools>=68" wheel
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
