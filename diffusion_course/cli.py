@@ -168,8 +168,8 @@ def cmd_evaluate(args, log=print) -> dict:
 
 # %% ../nbs/06_cli.ipynb #ecb2ed37
 DEMO_STEPS = 2000
-DEMO_COUNT = 1000
-DEMO_INFERENCE_STEPS = 100
+DEMO_COUNT = 500
+DEMO_INFERENCE_STEPS = 50
 DEMO_MODEL = dict(base_channels=16)
 DEMO_BATCH = 64
 DEMO_LR = 2e-3
