@@ -200,9 +200,8 @@ def run_demo(out="runs/demo", steps: int | None = None, count: int | None = None
         run_dir = out / name
         resume = (run_dir / "config.json").exists() and not overwrite
         log(f"demo: training {name} for {n} steps -> {run_dir}" + (" (reusing the run there)" if resume else ""))
-        ts = time.time()
         res = train(demo_config(n), run_dir, resume=resume, overwrite=overwrite, progress=True, log=log)
-        runs[name] = dict(dir=str(run_dir), steps=res.step, final_loss=res.losses[-1], train_seconds=round(time.time() - ts, 1))
+        runs[name] = dict(dir=str(run_dir), steps=res.step, final_loss=res.losses[-1], train_seconds=round(res.seconds, 1))  # summed over resumed sessions
     device = default_device()
     model, cfg, _ = load_checkpoint(out / "model", device=device)
     sched = make_scheduler(cfg)
