@@ -11,12 +11,11 @@ import torch
 
 from .viz import default_device, save_image_grid, plot_losses
 from .data import DATASETS, load_dataset
-from .ddpm import TrainConfig, TrainingDiverged, RunExistsError, train, load_checkpoint, make_scheduler, sample
+from .ddpm import TrainConfig, TrainingDiverged, RunExistsError, train, load_checkpoint, make_scheduler, sample, fashion_mnist_config
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'DEMO_STEPS', 'DEMO_COUNT', 'DEMO_INFERENCE_STEPS', 'DEMO_MODEL', 'DEMO_BATCH', 'DEMO_LR', 'UsageError',
-           'build_parser', 'cmd_train', 'cmd_sample', 'evaluate_checkpoint', 'cmd_evaluate', 'demo_config', 'run_demo',
-           'cmd_demo', 'main']
+__all__ = ['SAMPLERS', 'DEMO_STEPS', 'DEMO_COUNT', 'DEMO_INFERENCE_STEPS', 'UsageError', 'build_parser', 'cmd_train',
+           'cmd_sample', 'evaluate_checkpoint', 'cmd_evaluate', 'demo_config', 'run_demo', 'cmd_demo', 'main']
 
 # %% ../nbs/06_cli.ipynb #cc13fa62
 class UsageError(ValueError):
@@ -170,14 +169,10 @@ def cmd_evaluate(args, log=print) -> dict:
 DEMO_STEPS = 2000
 DEMO_COUNT = 500
 DEMO_INFERENCE_STEPS = 50
-DEMO_MODEL = dict(base_channels=16)
-DEMO_BATCH = 64
-DEMO_LR = 2e-3
 
 def demo_config(steps: int = DEMO_STEPS, **kw) -> TrainConfig:
-    "The demo's training configuration (Fashion-MNIST, the linear schedule, a small UNet)."
-    return TrainConfig(dataset="fashion_mnist", steps=steps, batch_size=DEMO_BATCH, lr=DEMO_LR, lr_schedule="cosine",
-                       model={**TrainConfig().model, **DEMO_MODEL}, checkpoint_every=max(1, min(250, steps // 4)), **kw)
+    "The demo's training configuration: chapter 04b's Fashion-MNIST run (`fashion_mnist_config`) for `steps` steps, without periodic sample grids."
+    return fashion_mnist_config(steps=steps, sample_every=0, checkpoint_every=max(1, min(250, steps // 4)), **kw)
 
 def _fid_figure(rows, path):
     import matplotlib; import matplotlib.pyplot as plt
