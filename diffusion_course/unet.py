@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['timestep_embedding', 'timesteps_for_batch', 'TimestepMLP', 'TimestepBlock', 'EmbedSequential', 'ResBlock',
-           'SelfAttention2d', 'Downsample', 'Upsample', 'UNet', 'count_parameters']
+           'SelfAttention2d', 'Downsample', 'Upsample', 'UNet', 'count_parameters', 'DiffusersUNet']
 
 # %% ../nbs/04a_unet.ipynb #5bdf975a
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -215,3 +215,15 @@ class UNet(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     "Number of trainable parameters of `model`."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+# %% ../nbs/04a_unet.ipynb #264f2892
+class DiffusersUNet(nn.Module):
+    "diffusers' `UNet2DModel` laid out like our `UNet(base_channels, channel_mults=(1, 2, 2))`, with forward(x, t) -> tensor."
+    def __init__(self, base_channels: int = 16, sample_size: int = 28, in_channels: int = 1):
+        super().__init__()
+        from diffusers import UNet2DModel       # imported here: `import diffusion_course.unet` stays light
+        c = base_channels
+        self.unet = UNet2DModel(sample_size=sample_size, in_channels=in_channels, out_channels=in_channels, block_out_channels=(c, 2 * c, 2 * c), layers_per_block=1,
+                                down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                                up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, attention_head_dim=2 * c)
+    def forward(self, x, t): return self.unet(x, t).sample
