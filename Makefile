@@ -10,12 +10,13 @@ NB_THREADS ?= 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install data export check-export nbtest pytest test demo lab clean help
+.PHONY: install data export check-export nbtest pytest test demo lab nb clean help
 
 help:
 	@echo "make test   - set up .venv, the data, then test notebooks and package (what CI runs)"
 	@echo "make demo   - train a DDPM on Fashion-MNIST (CPU, <= 10 min) and write samples, loss curve, FID"
 	@echo "make lab    - open the notebooks in JupyterLab"
+	@echo "make nb NB=nbs/X.ipynb - execute a notebook in place with its slow cells, shrink its PNGs, clean it"
 
 # Reinstall only when the dependency declarations change.
 # (not pyproject.toml: nbdev_export rewrites it on every run)
@@ -69,6 +70,10 @@ demo: $(STAMP) data
 
 lab: $(STAMP) data
 	$(BIN)/jupyter lab nbs/
+
+# Execute notebooks with their slow cells (what the committed outputs come from): make nb NB="nbs/04e_cache.ipynb nbs/05_metrics.ipynb"
+nb: $(STAMP) data
+	tools/run_nb.sh $(NB)
 
 clean:
 	rm -rf .export-check _docs _proc

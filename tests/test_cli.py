@@ -135,3 +135,22 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     assert 1 <= state["step"] < 200                      # stopped early, after at least one good checkpoint
     kept = weights(run)
     assert all(torch.isfinite(v).all() for v in kept.values() if v.is_floating_point())
+
+
+def test_evaluate_end_to_end_and_json_is_never_overwritten(tmp_path):
+    "The shared evaluation through the command line, on a tiny Fashion-MNIST run: JSON written once, then refused."
+    run = tmp_path / "fm"
+    cli("train", "--dataset", "fashion_mnist", "--subset", "256", "--batch-size", "16", "--base-channels", "8", "--steps", "3",
+        "--no-progress", "--out", run, check=0)
+    out = tmp_path / "fid.json"
+    p = cli("evaluate", "--checkpoint", run, "--count", "20", "--steps", "5", "--json", out, check=0)
+    res = json.loads(out.read_text())
+    for key in ("fid", "fid_floor", "inception_score", "count", "num_inference_steps", "is_splits", "reference"):
+        assert key in res, key
+    assert res["count"] == 20 and res["num_inference_steps"] == 5 and res["fid"] > res["fid_floor"] >= 0
+    assert "FID" in p.stdout and "floor" in p.stdout, p.stdout
+    before = out.read_bytes()
+    p = cli("evaluate", "--checkpoint", run, "--count", "20", "--steps", "5", "--json", out)
+    assert p.returncode == 2 and "already exists" in p.stderr and out.read_bytes() == before, p.stderr
+    p = cli("evaluate", "--checkpoint", run, "--sampler", "ddim", "--eta", "0", "--count", "20", "--steps", "5", check=0)
+    assert "FID" in p.stdout

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 for nb in "$@"; do
   echo "run_nb: executing $nb"
-  ( cd "$(dirname "$nb")" && PYTHONHASHSEED=0 MPLBACKEND=module:matplotlib_inline.backend_inline ../$BIN/jupyter nbconvert --to notebook --execute --inplace \
+  ( cd "$(dirname "$nb")" && PYTHONHASHSEED=0 MPLBACKEND=module://matplotlib_inline.backend_inline ../$BIN/jupyter nbconvert --to notebook --execute --inplace \
       --ExecutePreprocessor.timeout="${NB_TIMEOUT:-3600}" "$(basename "$nb")" )
   $BIN/python tools/shrink_pngs.py "$nb"
   $BIN/nbdev_clean --fname "$nb"
