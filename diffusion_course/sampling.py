@@ -13,8 +13,8 @@ import torch
 # %% auto #0
 __all__ = ['uniform', 'normal_log_pdf', 'normal_pdf', 'normal_cdf', 'normal_inv_cdf', 'ks_statistic', 'ks_pvalue',
            'ks_critical_value', 'passes_ks', 'clt_normal', 'inverse_cdf_sample', 'exponential_inv_cdf',
-           'cauchy_inv_cdf', 'numerical_inverse_cdf', 'box_muller_pair', 'box_muller', 'sample_mvn', 'try_call',
-           'report_check', 'check_box_muller', 'laplace_cdf', 'check_laplace_inv_cdf', 'check_cholesky_2x2']
+           'cauchy_inv_cdf', 'numerical_inverse_cdf', 'box_muller_pair', 'box_muller', 'sample_mvn', 'check_box_muller',
+           'laplace_cdf', 'check_laplace_inv_cdf', 'check_cholesky_2x2']
 
 # %% ../nbs/01_sampling.ipynb #1a0be9f7
 def _check_size(size) -> tuple:
@@ -169,18 +169,8 @@ def sample_mvn(mu, Sigma, n: int, generator: torch.Generator | None = None) -> t
     Z = torch.randn(n, d, generator=generator, device=device, dtype=mu.dtype)
     return mu + Z @ L.T
 
-# %% ../nbs/01_sampling.ipynb #4e87f498
-def try_call(fn: Callable, *args, **kwargs):
-    "`(result, None)`, or `(None, message)` when `fn` raised: how the exercise checkers call a learner's function."
-    try: return fn(*args, **kwargs), None
-    except NotImplementedError: return None, f"`{getattr(fn, '__name__', 'your function')}` is not implemented yet: replace `raise NotImplementedError` with your code"
-    except Exception as e: return None, f"`{getattr(fn, '__name__', 'your function')}` raised {type(e).__name__}: {e}"
-
-def report_check(name: str, problems: list[str]) -> bool:
-    "Print 'all checks pass' or the list of `problems` for exercise `name`; True when there are none."
-    if problems: print(f"{name}: not yet right.\n" + "\n".join(f"  - {p}" for p in problems))
-    else: print(f"{name}: all checks pass.")
-    return not problems
+# %% ../nbs/01_sampling.ipynb #deff3b1b
+from .core import try_call, report_check
 
 # %% ../nbs/01_sampling.ipynb #17667297
 def check_box_muller(fn: Callable, n_pairs: int = 100_000, seed: int = 0, alpha: float = 1e-3) -> bool:

@@ -16,8 +16,8 @@ from .core import try_call, report_check
 
 # %% auto #0
 __all__ = ['timestep_embedding', 'timesteps_for_batch', 'TimestepMLP', 'TimestepBlock', 'ContextBlock', 'EmbedSequential',
-           'ResBlock', 'SelfAttention2d', 'Downsample', 'Upsample', 'UNet', 'count_parameters', 'DiffusersUNet',
-           'CrossAttention2d', 'check_timestep_embedding', 'check_resblock_forward']
+           'ResBlock', 'SelfAttention2d', 'Downsample', 'Upsample', 'ConfiguredModel', 'UNet', 'count_parameters',
+           'DiffusersUNet', 'CrossAttention2d', 'check_timestep_embedding', 'check_resblock_forward']
 
 # %% ../nbs/04a_unet.ipynb #5bdf975a
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -135,7 +135,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
-# %% ../nbs/04a_unet.ipynb #4506a6c7
+# %% ../nbs/04a_unet.ipynb #24797426
 def _check_same_device(name: str, value: torch.Tensor, x: torch.Tensor):
     "Raise a ValueError if `value` is not on `x`'s device (a metadata check: no host sync)."
     if value.device != x.device:
@@ -157,7 +157,19 @@ def _class_labels_for_batch(class_labels, num_classes: int, x: torch.Tensor) -> 
             raise ValueError(f"class_labels must lie in 0..{num_classes} ({num_classes} = the null label), got {class_labels.tolist()}")
     return class_labels.to(x.device)
 
-class UNet(nn.Module):
+class ConfiguredModel(nn.Module):
+    "Base of the course's networks: `self.config` holds the constructor's arguments, so the model can be rebuilt and saved without pickle."
+    @classmethod
+    def from_config(cls, config: dict):
+        "Build the model from a `config` dict (as stored in `model.config`)."
+        return cls(**config)
+
+    @property
+    def null_class_label(self) -> int | None:
+        "The label meaning 'no class' (= num_classes, the last row of the label embedding), or None for an unconditional model."
+        return self.config.get("num_classes")
+
+class UNet(ConfiguredModel):
     "Time-conditioned UNet: `forward(x [B, C, H, W], t [B] or number, ...) -> [B, out_channels, H, W]`, optionally class-, context- and residual-conditioned."
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 32, channel_mults=(1, 2, 2),
                  num_res_blocks: int = 1, attention_levels=(False, False, True), time_emb_dim: int | None = None,
@@ -224,15 +236,6 @@ class UNet(nn.Module):
                 self.up_blocks.append(block(*layers))
         self.out = nn.Sequential(nn.GroupNorm(num_groups, ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
 
-    @classmethod
-    def from_config(cls, config: dict) -> "UNet":
-        "Build a UNet from a `config` dict (as stored in `model.config`)."
-        return cls(**config)
-
-    @property
-    def null_class_label(self) -> int | None:
-        "The label meaning 'no class' (= num_classes, the last row of `class_embedding`), or None for an unconditional model."
-        return self.config["num_classes"]
 
     @property
     def skip_channels(self) -> list:
@@ -325,8 +328,8 @@ def count_parameters(model: nn.Module) -> int:
     "Number of trainable parameters of `model`."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-# %% ../nbs/04a_unet.ipynb #511ecc55
-class DiffusersUNet(nn.Module):
+# %% ../nbs/04a_unet.ipynb #745f19f1
+class DiffusersUNet(ConfiguredModel):
     "diffusers' `UNet2DModel` laid out like our `UNet(base_channels, channel_mults=(1, 2, 2))`, with the same forward signature (class labels only)."
     def __init__(self, base_channels: int = 16, sample_size: int = 28, in_channels: int = 1, num_classes: int | None = None):
         super().__init__()
@@ -340,15 +343,6 @@ class DiffusersUNet(nn.Module):
                                 up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, attention_head_dim=2 * c,
                                 num_class_embeds=None if num_classes is None else num_classes + 1)   # the extra row is the null label
 
-    @classmethod
-    def from_config(cls, config: dict) -> "DiffusersUNet":
-        "Build a DiffusersUNet from a `config` dict (as stored in `model.config`)."
-        return cls(**config)
-
-    @property
-    def null_class_label(self) -> int | None:
-        "The label meaning 'no class' (= num_classes), or None for an unconditional model."
-        return self.config["num_classes"]
 
     def forward(self, x: torch.Tensor, t, class_labels=None, encoder_hidden_states=None,
                 down_block_additional_residuals=None, mid_block_additional_residual=None) -> torch.Tensor:
