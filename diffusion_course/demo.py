@@ -18,7 +18,7 @@ from .evaluate import evaluate_pipeline, format_evaluation
 # %% auto #0
 __all__ = ['DEMO_STEPS', 'DEMO_COUNT', 'DEMO_INFERENCE_STEPS', 'run_demo']
 
-# %% ../nbs/05c_demo.ipynb #6ab613f5
+# %% ../nbs/05c_demo.ipynb #f78d498f
 DEMO_STEPS = 2000
 DEMO_COUNT = 500
 DEMO_INFERENCE_STEPS = 50
@@ -57,10 +57,10 @@ def run_demo(out="runs/demo", steps: int | None = None, count: int | None = None
         runs[name]["fid"] = evals[name]["fid"]
         log(f"demo: {name}: {format_evaluation(evals[name])}")
     floor = evals["model"]["fid_floor"]
-    _fid_figure([("real train (floor)", floor), (f"1% model", evals["baseline_1pct"]["fid"]), ("demo model", evals["model"]["fid"])], out / "fid.png")
+    _fid_figure([("held-out real (floor)", floor), (f"1% model", evals["baseline_1pct"]["fid"]), ("demo model", evals["model"]["fid"])], out / "fid.png")
     command = f"diffusion-course demo --out {out}" + (f" --steps {steps}" if steps != DEMO_STEPS else "") + (f" --count {count}" if count != DEMO_COUNT else "")
     results = dict(command=command, device=str(device), count=count, inference_steps=inference_steps,
-                   fid={"real train images (floor)": floor, f"1% model ({runs['baseline_1pct']['steps']} steps)": evals["baseline_1pct"]["fid"],
+                   fid={"held-out real images (floor)": floor, f"1% model ({runs['baseline_1pct']['steps']} steps)": evals["baseline_1pct"]["fid"],
                         f"demo model ({steps} steps)": evals["model"]["fid"]},
                    runs=runs, evaluations=evals, total_seconds=round(time.time() - t0, 1),
                    files={k: str(out / f) for k, f in (("samples", "samples.png"), ("loss", "loss.png"), ("fid", "fid.png"))})
