@@ -104,7 +104,7 @@ class DDIMScheduler(NoiseScheduler):
         out = SchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_x0)
         return out if return_dict else out.to_tuple()
 
-# %% ../nbs/07_ddim.ipynb #3dcb63be
+# %% ../nbs/07_ddim.ipynb #c6d52481
 def _eps(model, x, t, scheduler) -> torch.Tensor:
     "$\\hat\\epsilon$ of `model(x, t)` whatever the scheduler's prediction type."
     return predict_eps(x, t.reshape(1), scheduler.alphas_cumprod, model(x, t), scheduler.config.prediction_type)
@@ -123,14 +123,11 @@ def ddim_invert(model: Callable, scheduler: DDIMScheduler, x0: torch.Tensor, num
 
 @torch.no_grad()
 def ddim_decode(model: Callable, scheduler: DDIMScheduler, x_T: torch.Tensor, num_inference_steps: int) -> torch.Tensor:
-    "Deterministic DDIM sampling (`eta=0`, no clipping) from the given noise `x_T`: the inverse of `ddim_invert`."
+    "Deterministic DDIM sampling (`eta=0`) from the given noise `x_T` with `scheduler`'s steps; with `clip_sample=False`, the inverse of `ddim_invert`."
     scheduler.set_timesteps(num_inference_steps, device=x_T.device)
     x = x_T
     for t in scheduler.timesteps:
-        alpha_bar_t, alpha_bar_prev = scheduler._alpha_bars(scheduler._timestep_tensor(t, x.device), x)
-        eps = _eps(model, x, t, scheduler)
-        pred_x0 = (x - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()
-        x = ddim_mean(pred_x0, eps, alpha_bar_prev, torch.zeros_like(alpha_bar_t))
+        x = scheduler.step(model(x, t), t, x, eta=0.0).prev_sample
     return x
 
 # %% ../nbs/07_ddim.ipynb #9245c1fd
