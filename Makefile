@@ -10,7 +10,7 @@ NB_THREADS ?= 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install data export check-export nbtest pytest test demo lab nb clean help
+.PHONY: install data models export check-export nbtest pytest test demo lab nb clean help
 
 help:
 	@echo "make test   - set up .venv, the data, then test notebooks and package (what CI runs)"
@@ -40,6 +40,11 @@ data: $(STAMP)
 	  $(BIN)/python -m diffusion_course.data; \
 	fi
 
+# The course classifier behind FID, KID and IS (chapter 05): trained once and cached (about 2 minutes of CPU),
+# before the notebooks that need it run side by side.
+models: $(STAMP) data
+	@$(BIN)/python -c "from diffusion_course.metrics import load_or_train_classifier as f; m = f(progress=False); print(f'models: course classifier ready (test accuracy {m.info[\"test_accuracy\"]:.4f})')"
+
 export: $(STAMP)
 	$(BIN)/nbdev_export
 
@@ -53,13 +58,13 @@ check-export: $(STAMP)
 	  echo "check-export: nbdev_export changed diffusion_course/ (diff above): run 'make export' and commit"; rm -rf .export-check; exit 1; \
 	fi
 
-nbtest: $(STAMP) data
+nbtest: $(STAMP) data models
 	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing
 
 pytest: $(STAMP) data
 	$(BIN)/python -m pytest tests/ -q -rs
 
-test: $(STAMP) data check-export
+test: $(STAMP) data models check-export
 	@start=$$(date +%s); OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing; rc=$$?; \
 	  echo "nbdev_test: $$(( $$(date +%s) - start )) s"; exit $$rc
 	$(BIN)/python -m pytest tests/ -q -rs
