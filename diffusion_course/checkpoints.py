@@ -127,10 +127,10 @@ def restore_optimizer(optimizer, tensors: dict, meta: dict, file=None) -> None:
     sd["state"] = state
     optimizer.load_state_dict(sd)
 
-# %% ../nbs/04c_checkpoints.ipynb #99b3a48a
-def load_model(path, device=None, use_ema: bool = True, model: nn.Module | None = None) -> tuple[nn.Module, dict, int]:
-    "Load `(model, training config dict, step)` from a run folder or its checkpoint file (EMA weights unless `use_ema=False`), in eval mode. `model=`: load into this module instead."
-    tensors, meta, file = read_checkpoint(path)
+# %% ../nbs/04c_checkpoints.ipynb #205b2747
+def load_model(path, device=None, use_ema: bool = True, model: nn.Module | None = None, checkpoint=None) -> tuple[nn.Module, dict, int]:
+    "Load `(model, training config dict, step)` from a run folder or its checkpoint file (EMA weights unless `use_ema=False`), in eval mode. `model=`: load into this module instead; `checkpoint=`: `read_checkpoint(path)`'s result, if already read."
+    tensors, meta, file = checkpoint if checkpoint is not None else read_checkpoint(path)
     name, model_config, shape = checkpoint_model_spec(meta, file)
     if model is None:
         if name not in MODEL_CLASSES: raise UsageError(f"checkpoint {file} holds a {name}, not a registered model class: build that model and pass it as model=")
@@ -143,8 +143,9 @@ def load_model(path, device=None, use_ema: bool = True, model: nn.Module | None 
 
 def load_pipeline(path, device=None, use_ema: bool = True, model: nn.Module | None = None, max_batch: int = 500) -> DDPMPipeline:
     "The pipeline of a run (folder or checkpoint file): its EMA model and the scheduler it was trained with; `pipe.run_info` holds the config, step and file."
-    tensors, meta, file = read_checkpoint(path)
-    model, config, step = load_model(path, device=device, use_ema=use_ema, model=model)
+    ckpt = read_checkpoint(path)
+    meta, file = ckpt[1], ckpt[2]
+    model, config, step = load_model(path, device=device, use_ema=use_ema, model=model, checkpoint=ckpt)
     sched_cfg = meta.get("scheduler_config")
     scheduler = scheduler_from_config(json.loads(sched_cfg)) if sched_cfg else make_scheduler(config)
     pipe = DDPMPipeline(model, scheduler, max_batch=max_batch)
