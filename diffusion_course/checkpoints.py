@@ -31,10 +31,10 @@ class CorruptCheckpointError(UsageError):
     "A checkpoint that cannot be parsed or does not match its model."
 
 def make_scheduler(cfg) -> DDPMScheduler:
-    "The DDPM scheduler a training configuration (a `TrainConfig` or its dict) was trained with: its beta schedule, T and prediction type."
+    "The DDPM scheduler a training configuration (a `TrainConfig` or its dict) was trained with: its beta schedule, T, prediction type and variance type."
     d = cfg if isinstance(cfg, dict) else cfg.to_dict()
     return DDPMScheduler(num_train_timesteps=d.get("num_train_timesteps", 1000), beta_schedule=d.get("beta_schedule", "linear"),
-                         prediction_type=d.get("prediction_type", "epsilon"))
+                         prediction_type=d.get("prediction_type", "epsilon"), variance_type=d.get("variance_type", "fixed_small"))
 
 # %% ../nbs/04c_checkpoints.ipynb #f0ab02fb
 def checkpoint_tensors(model: nn.Module, ema_model: nn.Module, optimizer, losses) -> tuple[dict, dict]:

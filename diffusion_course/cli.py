@@ -38,7 +38,7 @@ def _number(name: str, kind=int, minimum=None):
         return v
     return parse
 
-# %% ../nbs/06_cli.ipynb #ebd104b7
+# %% ../nbs/06_cli.ipynb #ec03b3bb
 _NONNEG = {"warmup_steps", "seed", "sample_every"}
 
 def _field_help() -> dict:
@@ -51,7 +51,7 @@ def _field_help() -> dict:
     return out
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
-    "One flag per TrainConfig field (default None: 'not given'); `--model` takes JSON."
+    "One flag per TrainConfig field (default None: 'not given'); dict fields (`--model`, `--objective-args`) take JSON."
     helps, defaults = _field_help(), TrainConfig()
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -59,7 +59,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         h = f"{helps.get(f.name, '')} (default: {json.dumps(default)})"
         tp = hints[f.name]
         if tp is bool: p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=h)
-        elif f.name == "model": p.add_argument(flag, type=json.loads, default=None, metavar="JSON", help=h)
+        elif tp is dict: p.add_argument(flag, type=json.loads, default=None, metavar="JSON", help=h)
         elif tp in (int, typing.Optional[int]) or "int" in str(tp):
             p.add_argument(flag, type=_number(flag, int, 0 if f.name in _NONNEG else 1), default=None, metavar="N", help=h)
         elif tp is float or "float" in str(tp): p.add_argument(flag, type=_number(flag, float, 0.0), default=None, metavar="X", help=h)

@@ -15,11 +15,11 @@ from .core import UsageError
 __all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'gather_at', 'alpha_bar_at', 'q_step', 'alpha_bar_from_betas', 'q_sample',
            'check_beta_schedule', 'cosine_alpha_bar', 'betas_for_alpha_bar', 'make_beta_schedule',
            'PosteriorCoefficients', 'posterior_coefficients', 'q_posterior_mean_variance', 'normal_kl',
-           'predict_x0_from_eps', 'predict_eps_from_x0', 'elbo_eps_weight', 'discretized_gaussian_log_likelihood',
-           'velocity', 'predict_x0_from_v', 'predict_eps_from_v', 'check_prediction_type', 'predict_x0',
-           'prediction_target', 'snr', 'x0_loss_weight', 'score_from_eps', 'eps_from_score', 'x0_from_score',
-           'noised_ring', 'langevin_sample', 'energy_distance', 'check_posterior_mean', 'check_tweedie',
-           'check_dsm_loss']
+           'learned_range_log_variance', 'predict_x0_from_eps', 'predict_eps_from_x0', 'elbo_eps_weight',
+           'discretized_gaussian_log_likelihood', 'velocity', 'predict_x0_from_v', 'predict_eps_from_v',
+           'check_prediction_type', 'predict_x0', 'prediction_target', 'snr', 'x0_loss_weight', 'score_from_eps',
+           'eps_from_score', 'x0_from_score', 'noised_ring', 'langevin_sample', 'energy_distance',
+           'check_posterior_mean', 'check_tweedie', 'check_dsm_loss']
 
 # %% ../nbs/03_ddpm_maths.ipynb #612f4ce4
 def _broadcast_like(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -114,6 +114,12 @@ def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     ref = next(a for a in (mean1, logvar1, mean2, logvar2) if torch.is_tensor(a))
     mean1, logvar1, mean2, logvar2 = (torch.as_tensor(a, dtype=ref.dtype, device=ref.device) for a in (mean1, logvar1, mean2, logvar2))
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+# %% ../nbs/03_ddpm_maths.ipynb #2ee5251a
+def learned_range_log_variance(v: torch.Tensor, log_beta, log_beta_tilde) -> torch.Tensor:
+    "$\\log\\Sigma_\\theta = f \\log\\beta_t + (1 - f) \\log\\tilde\\beta_t$ with $f = (v + 1)/2$: $v = 1$ gives $\\beta_t$, $v = -1$ gives $\\tilde\\beta_t$."
+    frac = (v + 1) / 2
+    return frac * log_beta + (1 - frac) * log_beta_tilde
 
 # %% ../nbs/03_ddpm_maths.ipynb #cca67f37
 def predict_x0_from_eps(xt: torch.Tensor, t, alpha_bar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

@@ -229,7 +229,7 @@ def _from_pretrained(cls, folder, device=None, max_batch: int = 500) -> DDPMPipe
 DDPMPipeline.save_pretrained = _save_pretrained
 DDPMPipeline.from_pretrained = classmethod(_from_pretrained)
 
-# %% ../nbs/04b_pipelines.ipynb #61c76bea
+# %% ../nbs/04b_pipelines.ipynb #e9052f83
 SAMPLERS = ("ddpm", "ddim")
 
 def with_sampler(pipe: DDPMPipeline, sampler: str) -> DDPMPipeline:
@@ -238,6 +238,8 @@ def with_sampler(pipe: DDPMPipeline, sampler: str) -> DDPMPipeline:
     name = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler"}[sampler]
     if type(pipe.scheduler).__name__ == name: return pipe
     c = pipe.scheduler.config
+    if sampler == "ddim" and c.get("variance_type") == "learned_range":
+        raise UsageError("this model learns its reverse variance (variance_type='learned_range', chapter 08), which DDIM does not use: sample it with 'ddpm'")
     common = {k: c[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "clip_sample",
                                 "clip_sample_range", "timestep_spacing", "steps_offset") if k in c}
     new = DDPMPipeline(pipe.unet, getattr(_schedulers, name)(**common), pipe.image_shape, pipe.max_batch)

@@ -97,4 +97,4 @@ def test_two_processes_follow_one(tmp_path):
     assert sum(l.startswith("training") for l in proc.stdout.splitlines()) == 1      # printed by the main process only
     state = json.loads((tmp_path / "ddp_2" / STATE_FILE).read_text())
     assert state["world_size"] == 2
-    np.testing.assert_allclose(state["losses"], single.losses, atol=1e-4)
+    np.testing.assert_allclose(state["losses"], single.losses, atol=2e-5)             # achieved 1.7e-6 (losses about 1)
