@@ -33,7 +33,7 @@ __all__ = ['LR_SCHEDULES', 'MIXED_PRECISION', 'DATASET_SHAPES', 'DATASET_CLASSES
            'TrainResult', 'run_files', 'train', 'fashion_mnist_config', 'demo_config', 'digits_config', 'check_lr_at',
            'check_l_simple']
 
-# %% ../nbs/04d_ddpm_training.ipynb #2c8d8af5
+# %% ../nbs/04d_ddpm_training.ipynb #e0f17da3
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 DATASET_SHAPES = {"fashion_mnist": (1, 28, 28), "digits": (1, 8, 8)}
@@ -79,6 +79,7 @@ class TrainConfig:
     weight_decay: float = 0.0            # AdamW's decoupled weight decay
     ema_decay: float = 0.999             # decay of the EMA of the weights (warmed up, see `ema_decay_at`)
     grad_clip: float = 1.0               # max gradient norm (0: no clipping)
+    gradient_accumulation_steps: int = 1 # split each step's batch into this many micro-batches (same gradient, less memory)
     beta_schedule: str = "linear"        # noise schedule of the DDPMScheduler
     num_train_timesteps: int = 1000      # T
     prediction_type: str = "epsilon"     # what the network predicts: epsilon, sample (x_0) or v_prediction
@@ -112,6 +113,8 @@ class TrainConfig:
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
         need(is_num(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
         need(is_num(self.grad_clip) and self.grad_clip >= 0, "grad_clip", "a finite number >= 0 (0 disables clipping)")
+        need(is_int(self.gradient_accumulation_steps) and self.gradient_accumulation_steps > 0 and self.batch_size % self.gradient_accumulation_steps == 0,
+             "gradient_accumulation_steps", f"a positive int dividing batch_size={self.batch_size}")
         need(self.beta_schedule in BETA_SCHEDULES, "beta_schedule", f"one of {BETA_SCHEDULES}")
         need(is_int(self.num_train_timesteps) and self.num_train_timesteps > 1, "num_train_timesteps", "an int > 1")
         need(self.prediction_type in PREDICTION_TYPES, "prediction_type", f"one of {PREDICTION_TYPES}")
@@ -286,7 +289,7 @@ def make_objective(cfg: TrainConfig, scheduler) -> DiffusionObjective:
     labels = dict(null_label=DATASET_CLASSES[cfg.dataset], label_dropout=cfg.label_dropout) if cfg.conditional else {}
     return objective_class(cfg.objective)(scheduler, cfg.prediction_type, **labels, **cfg.objective_args)
 
-# %% ../nbs/04d_ddpm_training.ipynb #a33e2cca
+# %% ../nbs/04d_ddpm_training.ipynb #63029459
 def resolve_mixed_precision(setting: str, device: torch.device) -> str:
     "'auto' -> 'bf16' on a CUDA GPU with bf16, 'fp16' on other CUDA GPUs, 'no' elsewhere; 'fp16' needs CUDA."
     device = torch.device(device)
@@ -320,29 +323,36 @@ class Backend:
         if self.mixed_precision == "no": return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.mixed_precision == "bf16" else torch.float16)
 
-    def backward_and_step(self, loss, model, optimizer, grad_clip: float) -> None:
-        "Backward pass, gradient clipping (after unscaling, for fp16) and the optimizer step."
+    def backward(self, loss) -> None:
+        "Accumulate the gradient of `loss` (scaled, for fp16)."
+        if self.accelerator is not None: self.accelerator.backward(loss)
+        elif self.scaler is not None: self.scaler.scale(loss).backward()
+        else: loss.backward()
+
+    def step(self, model, optimizer, grad_clip: float) -> None:
+        "Gradient clipping (after unscaling, for fp16), the optimizer step, and zeroing the gradients."
         if self.accelerator is not None:
-            self.accelerator.backward(loss)
             if grad_clip > 0: self.accelerator.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
         elif self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(optimizer)
             if grad_clip > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             self.scaler.step(optimizer); self.scaler.update()
         else:
-            loss.backward()
             if grad_clip > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    def backward_and_step(self, loss, model, optimizer, grad_clip: float) -> None:
+        "`backward(loss)` then `step`: one optimizer step on one loss."
+        self.backward(loss); self.step(model, optimizer, grad_clip)
 
     def mean(self, x: torch.Tensor) -> torch.Tensor: return self.accelerator.reduce(x, "mean") if self.accelerator else x
     def wait(self) -> None:
         if self.accelerator is not None: self.accelerator.wait_for_everyone()
     def unwrap(self, model): return self.accelerator.unwrap_model(model, keep_fp32_wrapper=False) if self.accelerator else model
 
-# %% ../nbs/04d_ddpm_training.ipynb #de72a1f0
+# %% ../nbs/04d_ddpm_training.ipynb #e3b52e95
 class TrainingDiverged(RuntimeError):
     "The loss became NaN or infinite (or the weights did); the run folder keeps the last good checkpoint."
 
@@ -369,6 +379,14 @@ class Learner:
         out = {k: v[idx.to(v.device)] for k, v in self.data.items()}
         return {**out, "slice": (rank * per, (rank + 1) * per), "global_size": G}
 
+    def micro_batches(self, batch: dict) -> list[dict]:
+        "`batch` in `gradient_accumulation_steps` consecutive slices; each keeps its place in the global batch, so the objective draws the same t and noise as in one pass."
+        k = self.cfg.gradient_accumulation_steps
+        if k == 1: return [batch]
+        (lo, hi), size = batch["slice"], (batch["slice"][1] - batch["slice"][0]) // k
+        return [{**{key: v[i * size:(i + 1) * size] for key, v in batch.items() if torch.is_tensor(v)},
+                 "slice": (lo + i * size, lo + (i + 1) * size), "global_size": batch["global_size"]} for i in range(k)]
+
     def callback(self, event: str) -> None:
         for cb in self.callbacks:
             f = getattr(cb, event, None)
@@ -394,9 +412,13 @@ class Learner:
             for self.step in range(self.start, self.cfg.steps):
                 self.callback("before_step")
                 torch.manual_seed(seed_for(self.cfg.seed, "dropout", self.step))           # dropout layers, if any
-                with self.backend.autocast():
-                    self.loss = self.objective(self.model, self.batch(self.step), step_generator(self.cfg.seed, self.step))
-                self.backend.backward_and_step(self.loss, self.model, self.optimizer, self.cfg.grad_clip)
+                parts, self.loss = self.micro_batches(self.batch(self.step)), 0.0
+                for part in parts:              # one part unless gradient_accumulation_steps > 1
+                    with self.backend.autocast():
+                        part_loss = self.objective(self.model, part, step_generator(self.cfg.seed, self.step)) / len(parts)
+                    self.backend.backward(part_loss)
+                    self.loss = self.loss + part_loss.detach()
+                self.backend.step(self.model, self.optimizer, self.cfg.grad_clip)
                 self.pending.append(self.backend.mean(self.loss.detach()))
                 self.done = self.step + 1
                 self.callback("after_step")
@@ -494,7 +516,7 @@ def save_loss_plot(losses, path, cfg: TrainConfig) -> None:
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100)
     atomic_write(path, buf.getvalue())
 
-# %% ../nbs/04d_ddpm_training.ipynb #1f8752ad
+# %% ../nbs/04d_ddpm_training.ipynb #4fa614a3
 @dataclass
 class TrainResult:
     "What `train` returns (the same is on disk in `out_dir`)."
@@ -551,7 +573,9 @@ def train(cfg: TrainConfig | None, out_dir, resume: bool = False, overwrite: boo
     cfg.validate()
     backend = Backend(cfg.mixed_precision)
     if not backend.is_main: log = lambda *a, **k: None
-    if cfg.batch_size % backend.world_size: raise ConfigError(f"TrainConfig.batch_size={cfg.batch_size} must be divisible by the number of processes ({backend.world_size})")
+    if cfg.batch_size % (backend.world_size * cfg.gradient_accumulation_steps):
+        raise ConfigError(f"TrainConfig.batch_size={cfg.batch_size} must be divisible by the number of processes ({backend.world_size}) "
+                          f"times gradient_accumulation_steps ({cfg.gradient_accumulation_steps})")
     if not resume and not overwrite and ((out_dir / CHECKPOINT).exists() or (out_dir / CONFIG_FILE).exists()):
         done = read_checkpoint(out_dir)[1]["step"] if (out_dir / CHECKPOINT).exists() else "?"
         raise RunExistsError(f"{out_dir} already holds a training run (step {done}): pass resume=True (--resume) to continue it, "
