@@ -47,7 +47,7 @@ def image_shape_of(model: nn.Module) -> tuple | None:
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     return (int(ch), int(h), int(w))
 
-# %% ../nbs/04b_pipelines.ipynb #002c8de2
+# %% ../nbs/04b_pipelines.ipynb #606cb739
 @dataclass
 class PipelineOutput:
     "What a pipeline returns: `images` `[N, C, H, W]` in [-1, 1] on the CPU; with `return_trajectory`, a dict of `timesteps`, `x_t`, `x0_pred`."
@@ -88,6 +88,10 @@ class DDPMPipeline:
                 outs.append(guided_output(uncond, cond, guidance_scale))
         return torch.cat(outs)
 
+    def reverse_step(self, model_output: torch.Tensor, t, x: torch.Tensor, generator=None, **step_kwargs):
+        "One step of the reverse process from the network's output: the scheduler's `step` (a subclass may shift it, e.g. chapter 09's guided sampling)."
+        return self.scheduler.step(model_output, t, x, generator=generator, **step_kwargs)
+
     def _labels(self, class_labels, batch_size, device):
         if class_labels is None: return None
         labels = torch.as_tensor(class_labels, device=device).long()
@@ -120,7 +124,7 @@ class DDPMPipeline:
         try:
             for t in tqdm(self.scheduler.timesteps, disable=not progress, desc="sampling", leave=False):
                 model_output = self.predict(self.scheduler.scale_model_input(x, t), t, labels, guidance_scale, encoder_hidden_states)
-                out = self.scheduler.step(model_output, t, x, generator=generator, **step_kwargs)
+                out = self.reverse_step(model_output, t, x, generator=generator, **step_kwargs)
                 if return_trajectory: xs.append(x.float().cpu()); x0s.append(out.pred_original_sample.float().cpu())
                 x = out.prev_sample
         finally:
@@ -140,8 +144,19 @@ class GaussianOracle(nn.Module):
         ab = self.alpha_bar[t].view(-1, 1, 1, 1)
         return self.w * (1 - ab).sqrt() * (x - ab.sqrt() * self.m) / (ab * self.s**2 + 1 - ab)
 
-# %% ../nbs/04b_pipelines.ipynb #48a82f1a
-MODEL_CLASSES = {"UNet": UNet, "DiffusersUNet": DiffusersUNet}
+# %% ../nbs/04b_pipelines.ipynb #e029c5cc
+class _ModelRegistry(dict):
+    "Model class name -> class. Classes defined in later chapters are imported the first time they are asked for (`name in`, `[name]`)."
+    later = {"ClassConcatUNet": "guidance"}       # class name -> module of diffusion_course that registers it
+    def __missing__(self, name):
+        if name in self.later:
+            import importlib
+            importlib.import_module(f"diffusion_course.{self.later[name]}")
+            if dict.__contains__(self, name): return dict.__getitem__(self, name)
+        raise KeyError(name)
+    def __contains__(self, name): return dict.__contains__(self, name) or name in self.later
+
+MODEL_CLASSES = _ModelRegistry(UNet=UNet, DiffusersUNet=DiffusersUNet)
 SCHEDULER_CLASSES = ("DDPMScheduler", "DDIMScheduler")
 MODEL_INDEX, UNET_DIR, SCHEDULER_DIR = "model_index.json", "unet", "scheduler"
 WEIGHTS_NAME, MODEL_CONFIG = "diffusion_pytorch_model.safetensors", "config.json"
