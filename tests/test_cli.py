@@ -154,3 +154,16 @@ def test_evaluate_end_to_end_and_json_is_never_overwritten(tmp_path):
     assert p.returncode == 2 and "already exists" in p.stderr and out.read_bytes() == before, p.stderr
     p = cli("evaluate", "--checkpoint", run, "--sampler", "ddim", "--eta", "0", "--count", "20", "--steps", "5", check=0)
     assert "FID" in p.stdout
+
+
+def test_conditional_train_and_guided_sample_refuse_unknown_labels(tmp_path):
+    "`train --conditional` then `sample --label K --guidance W`; a label the run does not have, or a label on an unconditional run, exits 2."
+    cli("train", *SMALL, "--steps", "6", "--conditional", "--checkpoint-every", "6", "--out", tmp_path / "cond", check=0)
+    cli("sample", "--checkpoint", tmp_path / "cond", "--label", "3", "--guidance", "2", "--steps", "5", "--count", "4",
+        "--out", tmp_path / "three.png", check=0)
+    assert (tmp_path / "three.png").exists()
+    p = cli("sample", "--checkpoint", tmp_path / "cond", "--label", "10", "--steps", "5", "--count", "4", "--out", tmp_path / "ten.png", check=2)
+    assert "not a class of this run" in p.stderr and "0..9" in p.stderr and not (tmp_path / "ten.png").exists()
+    cli("train", *SMALL, "--steps", "3", "--checkpoint-every", "3", "--out", tmp_path / "plain", check=0)
+    p = cli("sample", "--checkpoint", tmp_path / "plain", "--label", "1", "--steps", "5", "--count", "4", "--out", tmp_path / "x.png", check=2)
+    assert "class-conditional" in p.stderr
