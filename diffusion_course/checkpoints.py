@@ -36,7 +36,7 @@ def make_scheduler(cfg) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=d.get("num_train_timesteps", 1000), beta_schedule=d.get("beta_schedule", "linear"),
                          prediction_type=d.get("prediction_type", "epsilon"), variance_type=d.get("variance_type", "fixed_small"))
 
-# %% ../nbs/04c_checkpoints.ipynb #f0ab02fb
+# %% ../nbs/04c_checkpoints.ipynb #ddb5ca1a
 def checkpoint_tensors(model: nn.Module, ema_model: nn.Module, optimizer, losses) -> tuple[dict, dict]:
     "Flatten weights, EMA weights, the optimizer's state and the losses into `{name: tensor}`; non-tensor optimizer state goes to a JSON-able dict."
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
@@ -51,12 +51,13 @@ def checkpoint_tensors(model: nn.Module, ema_model: nn.Module, optimizer, losses
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, scalars
 
 def save_checkpoint(out_dir, model: nn.Module, ema_model: nn.Module, optimizer, config: dict, step: int, losses, image_shape,
-                    scheduler=None, extra: dict | None = None, finished: bool = False) -> Path:
-    "Atomically write `checkpoint.safetensors`, `state.json` and the EMA pipeline folder into `out_dir`; returns the checkpoint's path."
+                    scheduler=None, extra: dict | None = None, finished: bool = False, extra_tensors: dict | None = None) -> Path:
+    "Atomically write `checkpoint.safetensors`, `state.json` and the EMA pipeline folder into `out_dir`; returns the checkpoint's path. `extra_tensors` (e.g. an objective's state) are stored as given."
     from safetensors.torch import save
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     scheduler = scheduler if scheduler is not None else make_scheduler(config)
     tensors, scalars = checkpoint_tensors(model, ema_model, optimizer, losses)
+    tensors.update(extra_tensors or {})
     extra = dict(extra or {})
     registered = MODEL_CLASSES.get(type(ema_model).__name__) is type(ema_model)     # else: a custom module, loaded with model=
     name = type(ema_model).__name__ if registered else f"{type(ema_model).__module__}.{type(ema_model).__qualname__}"

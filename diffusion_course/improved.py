@@ -154,7 +154,7 @@ def nll_bits_per_dim(model: nn.Module, images: torch.Tensor, alpha_bar: torch.Te
     return NLLResult(torch.cat(totals), torch.arange(T)[seen], (sums[seen] / counts[seen]).float(), (squares[seen] / counts[seen]).float(),
                      torch.cat(priors), torch.cat(decoders))
 
-# %% ../nbs/08_improved.ipynb #a2654fad
+# %% ../nbs/08_improved.ipynb #0c8412dc
 class LossHistorySampler:
     """Importance sampling of t for $L_\\text{vlb}$: $p_t \\propto \\sqrt{\\mathbb{E}[L_t^2]}$ over the last `history` values of each $L_t$,
     mixed with `uniform_prob` of the uniform distribution; uniform until every t has `history` values."""
@@ -187,7 +187,7 @@ class LossHistorySampler:
 
 class VLBObjective(DiffusionObjective):
     """$L_\\text{vlb}$ alone (mean and variance both trained by the bound), estimated as $T\\,L_t$ per image: with `importance_sampling`,
-    t is drawn by `LossHistorySampler` and reweighted by $1/(T p_t)$. The sampler's history is not saved in checkpoints: a resumed run relearns it."""
+    t is drawn by `LossHistorySampler` and reweighted by $1/(T p_t)$. The sampler's history is part of the checkpoint (`state_dict`), so a resumed run continues exactly."""
     trains_variance = True
 
     def __init__(self, scheduler, prediction_type: str = "epsilon", null_label: int | None = None, label_dropout: float = 0.0,
@@ -198,6 +198,13 @@ class VLBObjective(DiffusionObjective):
 
     def sample_timesteps(self, n, generator):
         return self.sampler.sample(n, generator) if self.sampler is not None else super().sample_timesteps(n, generator)
+
+    def state_dict(self) -> dict:
+        return {"losses": self.sampler.losses.clone(), "counts": self.sampler.counts.clone()} if self.sampler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.sampler is None: return super().load_state_dict(state)
+        self.sampler.losses.copy_(state["losses"]); self.sampler.counts.copy_(state["counts"])
 
     def loss(self, model_output, x0, x_t, t, noise):
         L_t = vlb_terms(model_output, x0.float(), x_t.float(), t, self.alpha_bar(x0.device), self.prediction_type, self.variance_type)

@@ -227,7 +227,7 @@ def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
     if ema_p: torch._foreach_lerp_(ema_p, p, 1 - decay)
     for e, b in zip(ema_model.buffers(), model.buffers()): e.copy_(b)
 
-# %% ../nbs/04d_ddpm_training.ipynb #b678caa0
+# %% ../nbs/04d_ddpm_training.ipynb #78666b27
 class DiffusionObjective:
     """$L_\\text{simple}$ (Algorithm 1): noise `batch['images']` to a uniform random t, regress the network's output on the target of `prediction_type`.
     With `null_label` set, the network also gets `batch['class_labels']`, each replaced by `null_label` with probability `label_dropout`."""
@@ -270,6 +270,14 @@ class DiffusionObjective:
         "The mean squared error between the network's output and the target of `prediction_type`."
         target = prediction_target(x0, t, self.alpha_bar(x0.device), noise, self.prediction_type)
         return F.mse_loss(model_output, target.float())
+
+    def state_dict(self) -> dict:
+        "Tensors an objective carries from step to step (none here; chapter 08's importance sampler keeps a loss history). Checkpoints save them."
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        "Restore `state_dict()` when a run resumes."
+        if state: raise ValueError(f"{type(self).__name__} keeps no state, got {sorted(state)}")
 
     def __call__(self, model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         x0 = batch["images"]
@@ -430,7 +438,7 @@ class Learner:
         finally:
             self.callback("cleanup")
 
-# %% ../nbs/04d_ddpm_training.ipynb #60ce6b70
+# %% ../nbs/04d_ddpm_training.ipynb #355166e5
 class LRSchedule(Callback):
     "Sets each step's learning rate from `lr_at`."
     order = -10
@@ -484,7 +492,8 @@ class Checkpointer(Callback):
             raise TrainingDiverged(f"weights became NaN/inf by step {step}; the last good checkpoint in {self.out_dir} is kept")
         if learn.backend.is_main:
             save_checkpoint(self.out_dir, learn.backend.unwrap(learn.model), learn.ema, learn.optimizer, learn.cfg.to_dict(), step, learn.losses,
-                            self.image_shape, self.scheduler, extra=self.info(), finished=step >= learn.cfg.steps)
+                            self.image_shape, self.scheduler, extra=self.info(), finished=step >= learn.cfg.steps,
+                            extra_tensors={f"objective/{k}": v for k, v in learn.objective.state_dict().items()})
         learn.backend.wait()
     def before_fit(self, learn):
         if learn.backend.is_main: atomic_write(self.out_dir / CONFIG_FILE, learn.cfg.to_json())
@@ -516,7 +525,7 @@ def save_loss_plot(losses, path, cfg: TrainConfig) -> None:
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100)
     atomic_write(path, buf.getvalue())
 
-# %% ../nbs/04d_ddpm_training.ipynb #4fa614a3
+# %% ../nbs/04d_ddpm_training.ipynb #1b0149cf
 @dataclass
 class TrainResult:
     "What `train` returns (the same is on disk in `out_dir`)."
@@ -597,10 +606,12 @@ def train(cfg: TrainConfig | None, out_dir, resume: bool = False, overwrite: boo
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr_at(cfg, 0), weight_decay=cfg.weight_decay, foreach=True)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     start, losses, seconds = 0, [], 0.0
+    objective = make_objective(cfg, scheduler)
     if ckpt is not None:
         tensors, meta, file = ckpt
         load_prefixed(net, tensors, "model/", file); load_prefixed(ema, tensors, "ema/", file)
         restore_optimizer(optimizer, tensors, meta, file)
+        objective.load_state_dict({k[len("objective/"):]: v for k, v in tensors.items() if k.startswith("objective/")})
         start, losses = int(meta["step"]), tensors["losses"].tolist()
         seconds = float(json.loads(meta.get("extra", "{}")).get("seconds", 0.0))
         if len(losses) != start: raise CorruptCheckpointError(f"checkpoint {file} is corrupt or truncated: {len(losses)} losses for step {start}")
@@ -612,7 +623,7 @@ def train(cfg: TrainConfig | None, out_dir, resume: bool = False, overwrite: boo
         return {"seconds": round(seconds + time.time() - t_start, 3), "num_parameters": n_params, "model_class": cfg.model_class if model is None else type(net).__name__,
                 "device": str(backend.device), "world_size": backend.world_size, "mixed_precision": backend.mixed_precision}
     cbs = [LRSchedule(), EMA(), LossLogger(progress), Checkpointer(out_dir, scheduler, shape, info), SampleGrids(out_dir, scheduler), GracefulStop(), *callbacks]
-    learn = Learner(cfg, net_p, ema, optimizer, make_objective(cfg, scheduler), data, backend, cbs, start, losses)
+    learn = Learner(cfg, net_p, ema, optimizer, objective, data, backend, cbs, start, losses)
     if start == 0: log(f"training {n_params:,} parameters on {len(data['images']):,} {cfg.dataset} images for {cfg.steps} steps on {backend.device} -> {out_dir}")
     learn.fit()
     ema.image_shape = shape
