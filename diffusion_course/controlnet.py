@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .core import try_call, report_check
-from .unet import UNet, timesteps_for_batch, _class_labels_for_batch
+from .unet import UNet, timesteps_for_batch, class_labels_for_batch
 from .pipelines import DDPMPipeline
 from .training import DiffusionObjective, batch_indices, step_generator
 
@@ -87,7 +87,7 @@ class ControlNet(nn.Module):
                              f"like the sample, got {tuple(controlnet_cond.shape)}")
         emb = self.time_mlp(timesteps_for_batch(timestep, sample.shape[0], sample.device))
         if self.class_embedding is not None:
-            emb = emb + self.class_embedding(_class_labels_for_batch(class_labels, self.config["num_classes"], sample))
+            emb = emb + self.class_embedding(class_labels_for_batch(class_labels, self.config["num_classes"], sample))
         h = self.conv_in(sample) + self.controlnet_cond_embedding(controlnet_cond.to(sample.dtype))
         skips = [h]
         for block in self.down_blocks:

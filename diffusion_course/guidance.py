@@ -15,7 +15,7 @@ from .core import generator_for, try_call, report_check
 from .ddpm_maths import q_sample, predict_x0, alpha_bar_at
 from .schedulers import randn_tensor
 from .unet import (ConfiguredModel, TimestepMLP, ResBlock, Downsample, EmbedSequential, timesteps_for_batch,
-                                   _class_labels_for_batch)
+                                   class_labels_for_batch)
 from .pipelines import DDPMPipeline, PipelineOutput, register_model
 
 # %% auto #0
@@ -44,7 +44,7 @@ class ClassConcatUNet(ConfiguredModel):
 
     def label_planes(self, class_labels, x: torch.Tensor) -> torch.Tensor:
         "The labels' embeddings broadcast to constant planes `[B, class_emb_size, H, W]` (None: the null label)."
-        labels = _class_labels_for_batch(class_labels, self.config["num_classes"], x)
+        labels = class_labels_for_batch(class_labels, self.config["num_classes"], x)
         B, _, H, W = x.shape
         return self.class_emb(labels).to(x.dtype)[:, :, None, None].expand(B, -1, H, W)
 

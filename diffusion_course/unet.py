@@ -16,8 +16,9 @@ from .core import try_call, report_check
 
 # %% auto #0
 __all__ = ['timestep_embedding', 'timesteps_for_batch', 'TimestepMLP', 'TimestepBlock', 'ContextBlock', 'EmbedSequential',
-           'ResBlock', 'SelfAttention2d', 'Downsample', 'Upsample', 'ConfiguredModel', 'UNet', 'count_parameters',
-           'DiffusersUNet', 'CrossAttention2d', 'check_timestep_embedding', 'check_resblock_forward']
+           'ResBlock', 'SelfAttention2d', 'Downsample', 'Upsample', 'class_labels_for_batch', 'ConfiguredModel', 'UNet',
+           'count_parameters', 'DiffusersUNet', 'CrossAttention2d', 'check_timestep_embedding',
+           'check_resblock_forward']
 
 # %% ../nbs/04a_unet.ipynb #5bdf975a
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -141,7 +142,7 @@ def _check_same_device(name: str, value: torch.Tensor, x: torch.Tensor):
     if value.device != x.device:
         raise ValueError(f"{name} is on {value.device} but x is on {x.device}: move it with `.to(x.device)` (the UNet never moves inputs between devices)")
 
-def _class_labels_for_batch(class_labels, num_classes: int, x: torch.Tensor) -> torch.Tensor:
+def class_labels_for_batch(class_labels, num_classes: int, x: torch.Tensor) -> torch.Tensor:
     "Integer labels `[B]` in 0..num_classes on x's device; None means all null (= num_classes). Range checked only on the CPU, where it costs no sync."
     B = x.shape[0]
     if class_labels is None: return torch.full((B,), num_classes, dtype=torch.long, device=x.device)
@@ -309,7 +310,7 @@ class UNet(ConfiguredModel):
         self.check_input(x)
         emb = self.time_mlp(timesteps_for_batch(t, x.shape[0], x.device))
         if self.class_embedding is not None:
-            emb = emb + self.class_embedding(_class_labels_for_batch(class_labels, self.null_class_label, x))
+            emb = emb + self.class_embedding(class_labels_for_batch(class_labels, self.null_class_label, x))
         elif class_labels is not None:
             raise ValueError("class_labels were given but this UNet is unconditional: build it with UNet(num_classes=...)")
         self.check_context(encoder_hidden_states, x)
@@ -356,7 +357,7 @@ class DiffusersUNet(ConfiguredModel):
             if class_labels is not None:
                 raise ValueError("class_labels were given but this DiffusersUNet is unconditional: build it with DiffusersUNet(..., num_classes=...)")
             return self.unet(x, t).sample
-        return self.unet(x, t, class_labels=_class_labels_for_batch(class_labels, self.null_class_label, x)).sample
+        return self.unet(x, t, class_labels=class_labels_for_batch(class_labels, self.null_class_label, x)).sample
 
 # %% ../nbs/04a_unet.ipynb #6593e907
 class CrossAttention2d(ContextBlock):
