@@ -128,7 +128,7 @@ def restore_optimizer(optimizer, tensors: dict, meta: dict, file=None) -> None:
     sd["state"] = state
     optimizer.load_state_dict(sd)
 
-# %% ../nbs/04c_checkpoints.ipynb #205b2747
+# %% ../nbs/04c_checkpoints.ipynb #77ffc33d
 def load_model(path, device=None, use_ema: bool = True, model: nn.Module | None = None, checkpoint=None) -> tuple[nn.Module, dict, int]:
     "Load `(model, training config dict, step)` from a run folder or its checkpoint file (EMA weights unless `use_ema=False`), in eval mode. `model=`: load into this module instead; `checkpoint=`: `read_checkpoint(path)`'s result, if already read."
     tensors, meta, file = checkpoint if checkpoint is not None else read_checkpoint(path)
@@ -143,13 +143,14 @@ def load_model(path, device=None, use_ema: bool = True, model: nn.Module | None 
     return model, json.loads(meta["config"]), int(meta["step"])
 
 def load_pipeline(path, device=None, use_ema: bool = True, model: nn.Module | None = None, max_batch: int = 500) -> DDPMPipeline:
-    "The pipeline of a run (folder or checkpoint file): its EMA model and the scheduler it was trained with; `pipe.run_info` holds the config, step and file."
+    """The pipeline of a run (folder or checkpoint file): its EMA model and the scheduler it was trained with; `pipe.run_info` holds the config, step and file.
+    A network class may name its own pipeline class (`pipeline_class`, e.g. chapter 12's ControlNet, chapter 13's latent text-to-image), built by its `from_run_parts`."""
     ckpt = read_checkpoint(path)
     meta, file = ckpt[1], ckpt[2]
     model, config, step = load_model(path, device=device, use_ema=use_ema, model=model, checkpoint=ckpt)
     sched_cfg = meta.get("scheduler_config")
     scheduler = scheduler_from_config(json.loads(sched_cfg)) if sched_cfg else make_scheduler(config)
-    pipe = DDPMPipeline(model, scheduler, max_batch=max_batch)
+    pipe = getattr(model, "pipeline_class", DDPMPipeline).from_run_parts(model, scheduler, config, max_batch=max_batch)
     pipe.run_info = {"config": config, "step": step, "file": str(file)}
     return pipe
 

@@ -14,8 +14,8 @@ import torch
 
 # %% auto #0
 __all__ = ['default_device', 'seed_everything', 'seed_for', 'generator_for', 'data_home', 'runs_home', 'models_home',
-           'atomic_write', 'file_lock', 'UsageError', 'MissingFileError', 'try_call', 'report_check', 'check_says',
-           'check_atomic_write', 'check_step_noise']
+           'atomic_write', 'file_lock', 'UsageError', 'MissingFileError', 'LazyRegistry', 'try_call', 'report_check',
+           'check_says', 'check_atomic_write', 'check_step_noise']
 
 # %% ../nbs/00_core.ipynb #4915e69b
 def default_device() -> torch.device:
@@ -92,6 +92,33 @@ class UsageError(ValueError):
 
 class MissingFileError(UsageError, FileNotFoundError):
     "A file or folder the user named does not exist."
+
+# %% ../nbs/00_core.ipynb #29633a9b
+class LazyRegistry(dict):
+    "Name -> object, where the entries of later chapters are imported on first use; `in`, `[]`, iteration and `len` see them before they are imported."
+    def __init__(self, *args, later: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.later = dict(later or {})          # name -> "module" (registers itself when imported) or "module.attribute"
+
+    def __missing__(self, name):
+        if name in self.later:
+            import importlib
+            module, _, attr = self.later[name].partition(".")
+            mod = importlib.import_module(f"diffusion_course.{module}")
+            if not dict.__contains__(self, name) and attr: dict.__setitem__(self, name, getattr(mod, attr))
+            if dict.__contains__(self, name): return dict.__getitem__(self, name)
+            raise KeyError(f"{name!r}: diffusion_course.{module} was imported but did not register it")
+        raise KeyError(name)
+
+    def __contains__(self, name): return dict.__contains__(self, name) or name in self.later
+    def __iter__(self):
+        yield from dict.keys(self)
+        yield from (k for k in self.later if not dict.__contains__(self, k))
+    def __len__(self): return sum(1 for _ in self)
+    def keys(self): return list(self)
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+    def __repr__(self): return f"LazyRegistry({sorted(self)})"
 
 # %% ../nbs/00_core.ipynb #6671b5d2
 def try_call(fn: Callable, *args, **kwargs):
