@@ -38,7 +38,7 @@ def _number(name: str, kind=int, minimum=None):
         return v
     return parse
 
-# %% ../nbs/06_cli.ipynb #ec03b3bb
+# %% ../nbs/06_cli.ipynb #e6e2d8a2
 _NONNEG = {"warmup_steps", "seed", "sample_every"}
 
 def _field_help() -> dict:
@@ -77,18 +77,20 @@ def train_config_from_args(args) -> TrainConfig | None:
     "The configuration to train: preset or JSON file or defaults, with the typed flags on top; None to resume with the saved one unchanged."
     if args.preset and args.config: raise UsageError("--preset and --config exclude each other: choose one starting configuration")
     changes = given_config_changes(args)
+    if getattr(args, "base_run", None) and args.preset != "controlnet":
+        raise UsageError("--base-run is the frozen model of a ControlNet: use it with --preset controlnet")
     if args.config:
         path = Path(args.config)
         if not path.is_file(): raise UsageError(f"--config {path}: no such file")
         base = TrainConfig.from_json(path.read_text())
-    elif args.preset: base = PRESETS[args.preset]()
+    elif args.preset: base = PRESETS[args.preset](**({"base_run": args.base_run} if args.base_run else {}))
     elif args.resume:
         if not (Path(args.out) / CHECKPOINT).exists(): raise UsageError(f"cannot resume: {args.out} holds no {CHECKPOINT}; start a new run without --resume")
         base = TrainConfig.from_dict(json.loads(read_checkpoint(args.out)[1]["config"]))
     else: base = TrainConfig()
     return base.replace(**changes).validate()
 
-# %% ../nbs/06_cli.ipynb #aef5ab37
+# %% ../nbs/06_cli.ipynb #15da8273
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of `diffusion-course`."
     p = _Parser(prog="diffusion-course", description="Train, sample and evaluate DDPMs from the diffusion_course package.")
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder (refused if it already holds a run, unless --resume or --overwrite)")
     t.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named configuration of the book")
     t.add_argument("--config", default=None, metavar="JSON", help="start from a TrainConfig saved as JSON (e.g. a run's config.json)")
+    t.add_argument("--base-run", default=None, metavar="RUN", help="--preset controlnet: the run folder of the frozen base model (default: chapter 04e's run, trained once and cached)")
     add_config_flags(t)
     g = t.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in OUT with its saved configuration (--steps may be raised)")
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=_number("--count", int, 1), default=64)
     s.add_argument("--label", type=_number("--label", int, 0), default=None, help="class label (a class-conditional run); see --list-labels")
     s.add_argument("--guidance", type=_number("--guidance", float, 0.0), default=None, help="classifier-free guidance scale w (needs --label or --prompt)")
-    s.add_argument("--prompt", default=None, help="what to draw (a text-to-image run, chapter 13: --preset text2img)")
+    s.add_argument("--prompt", action="append", default=None, help="what to draw (a text-to-image run, chapter 13: --preset text2img); repeat it for one row of --count images per prompt")
     s.add_argument("--control", default=None, metavar="PNG", help="control image, e.g. an edge map (a ControlNet run, chapter 12: --preset controlnet)")
     s.add_argument("--control-scale", type=_number("--control-scale", float, 0.0), default=None, help="controlnet_conditioning_scale (default 1.0; needs --control)")
     s.add_argument("--out", required=True, help="PNG file to write (refused if it exists, unless --overwrite)")
@@ -136,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
-# %% ../nbs/06_cli.ipynb #87dadc8f
+# %% ../nbs/06_cli.ipynb #a499589a
 def cmd_train(args, log=print) -> Path:
     "Train (or resume) a run; returns the run folder."
     cfg = train_config_from_args(args)
@@ -172,8 +175,8 @@ def _conditioning(args, pipe) -> dict:
         kw["class_labels"] = args.label
     if "prompt" in takes:
         if args.prompt is None: raise UsageError(f"{ckpt} is a text-to-image run: say what to draw with --prompt \"...\"")
-        if not args.prompt.strip(): raise UsageError("--prompt is empty: say what to draw")
-        kw["prompt"] = args.prompt
+        if not all(p.strip() for p in args.prompt): raise UsageError("--prompt is empty: say what to draw")
+        kw["prompt"] = [p for p in args.prompt for _ in range(args.count)]    # --count images per prompt
     elif args.prompt is not None: raise UsageError(f"--prompt needs a text-to-image run (trained with --preset text2img); {ckpt} is not one")
     if "control_image" in takes:
         if args.control is None: raise UsageError(f"{ckpt} is a ControlNet run: give the control image with --control edges.png")
@@ -194,10 +197,11 @@ def cmd_sample(args, log=print) -> Path:
     out = _check_new_file(args.out, args.overwrite, suffix=".png")
     pipe, kw = _pipeline(args)
     kw.update(_conditioning(args, pipe))
+    rows = len(args.prompt) if args.prompt else 1
     t0 = time.time()
-    imgs = pipe(args.count, args.steps, generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress, **kw).images
-    save_image_grid(imgs, out, nrow=min(16, int(args.count ** 0.5 + 0.999)))
-    log(f"wrote {args.count} samples ({args.sampler}, {args.steps or pipe.scheduler.config.num_train_timesteps} steps, "
+    imgs = pipe(args.count * rows, args.steps, generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress, **kw).images
+    save_image_grid(imgs, out, nrow=args.count if rows > 1 else min(16, int(args.count ** 0.5 + 0.999)))
+    log(f"wrote {args.count * rows} samples ({args.sampler}, {args.steps or pipe.scheduler.config.num_train_timesteps} steps, "
         f"run step {pipe.run_info['step']}, {time.time() - t0:.1f} s) to {out}")
     return out
 

@@ -528,7 +528,7 @@ def save_loss_plot(losses, path, cfg: TrainConfig) -> None:
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100)
     atomic_write(path, buf.getvalue())
 
-# %% ../nbs/04d_ddpm_training.ipynb #c413edd8
+# %% ../nbs/04d_ddpm_training.ipynb #035cc64d
 @dataclass
 class TrainResult:
     "What `train` returns (the same is on disk in `out_dir`)."
@@ -608,7 +608,8 @@ def train(cfg: TrainConfig | None, out_dir, resume: bool = False, overwrite: boo
         net = model() if callable(model) and not isinstance(model, nn.Module) else (model if model is not None else cfg.build_model())
     net.image_shape = shape
     net.to(backend.device).train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr_at(cfg, 0), weight_decay=cfg.weight_decay, foreach=True)
+    trainable = [p for p in net.parameters() if p.requires_grad]     # a frozen part (chapter 12's base UNet) gets no optimizer state
+    optimizer = torch.optim.AdamW(trainable, lr=lr_at(cfg, 0), weight_decay=cfg.weight_decay, foreach=True)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     start, losses, seconds = 0, [], 0.0
     if ckpt is not None:

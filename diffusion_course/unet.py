@@ -16,9 +16,9 @@ from .core import try_call, report_check
 
 # %% auto #0
 __all__ = ['timestep_embedding', 'timesteps_for_batch', 'TimestepMLP', 'TimestepBlock', 'ContextBlock', 'EmbedSequential',
-           'ResBlock', 'SelfAttention2d', 'Downsample', 'Upsample', 'class_labels_for_batch', 'ConfiguredModel', 'UNet',
-           'count_parameters', 'DiffusersUNet', 'CrossAttention2d', 'check_timestep_embedding',
-           'check_resblock_forward']
+           'ResBlock', 'SelfAttention2d', 'Downsample', 'Upsample', 'class_labels_for_batch', 'check_unet_input',
+           'ConfiguredModel', 'UNet', 'count_parameters', 'DiffusersUNet', 'CrossAttention2d',
+           'check_timestep_embedding', 'check_resblock_forward']
 
 # %% ../nbs/04a_unet.ipynb #5bdf975a
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -136,7 +136,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
-# %% ../nbs/04a_unet.ipynb #24797426
+# %% ../nbs/04a_unet.ipynb #c776f240
 def _check_same_device(name: str, value: torch.Tensor, x: torch.Tensor):
     "Raise a ValueError if `value` is not on `x`'s device (a metadata check: no host sync)."
     if value.device != x.device:
@@ -157,6 +157,16 @@ def class_labels_for_batch(class_labels, num_classes: int, x: torch.Tensor) -> t
         if ((class_labels < 0) | (class_labels > num_classes)).any():
             raise ValueError(f"class_labels must lie in 0..{num_classes} ({num_classes} = the null label), got {class_labels.tolist()}")
     return class_labels.to(x.device)
+
+def check_unet_input(config: dict, x: torch.Tensor) -> None:
+    "Raise a ValueError naming the problem unless `x` is `[B, config['in_channels'], H, W]` with H, W divisible by 2**(len(config['channel_mults'])-1); needs only the config (a ControlNet's copy of the encoder checks its input with it)."
+    if x.ndim != 4: raise ValueError(f"x must be a batch of images [B, C, H, W], got shape {tuple(x.shape)}")
+    if x.shape[1] != config["in_channels"]:
+        raise ValueError(f"x has {x.shape[1]} channels but the UNet was built with in_channels={config['in_channels']}")
+    f = 2 ** (len(config["channel_mults"]) - 1)
+    if x.shape[2] % f or x.shape[3] % f:
+        raise ValueError(f"x's height and width ({x.shape[2]}x{x.shape[3]}) must be divisible by 2**(len(channel_mults)-1) = {f}: "
+                         f"pad or resize the images, or use fewer channel_mults")
 
 class ConfiguredModel(nn.Module):
     "Base of the course's networks: `self.config` holds the constructor's arguments, so the model can be rebuilt and saved without pickle."
@@ -253,14 +263,8 @@ class UNet(ConfiguredModel):
         return shapes
 
     def check_input(self, x: torch.Tensor):
-        "Raise a ValueError naming the problem if `x` is not `[B, in_channels, H, W]` with H, W divisible by 2**(levels-1)."
-        if x.ndim != 4: raise ValueError(f"x must be a batch of images [B, C, H, W], got shape {tuple(x.shape)}")
-        if x.shape[1] != self.config["in_channels"]:
-            raise ValueError(f"x has {x.shape[1]} channels but the UNet was built with in_channels={self.config['in_channels']}")
-        f = 2 ** (self.num_levels - 1)
-        if x.shape[2] % f or x.shape[3] % f:
-            raise ValueError(f"x's height and width ({x.shape[2]}x{x.shape[3]}) must be divisible by 2**(len(channel_mults)-1) = {f}: "
-                             f"pad or resize the images, or use fewer channel_mults")
+        "Raise a ValueError naming the problem if `x` is not `[B, in_channels, H, W]` with H, W divisible by 2**(levels-1) (`check_unet_input` on the config)."
+        check_unet_input(self.config, x)
 
     def check_context(self, encoder_hidden_states, x: torch.Tensor):
         "Raise a ValueError unless `encoder_hidden_states` is `[B, L, context_dim]` on x's device (or None on a model without context)."
