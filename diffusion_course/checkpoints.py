@@ -128,7 +128,7 @@ def restore_optimizer(optimizer, tensors: dict, meta: dict, file=None) -> None:
     sd["state"] = state
     optimizer.load_state_dict(sd)
 
-# %% ../nbs/04c_checkpoints.ipynb #77ffc33d
+# %% ../nbs/04c_checkpoints.ipynb #26183990
 def load_model(path, device=None, use_ema: bool = True, model: nn.Module | None = None, checkpoint=None) -> tuple[nn.Module, dict, int]:
     "Load `(model, training config dict, step)` from a run folder or its checkpoint file (EMA weights unless `use_ema=False`), in eval mode. `model=`: load into this module instead; `checkpoint=`: `read_checkpoint(path)`'s result, if already read."
     tensors, meta, file = checkpoint if checkpoint is not None else read_checkpoint(path)
@@ -155,8 +155,9 @@ def load_pipeline(path, device=None, use_ema: bool = True, model: nn.Module | No
     return pipe
 
 def pipeline_for(model: nn.Module, cfg, max_batch: int = 500) -> DDPMPipeline:
-    "A pipeline for a model in memory and the training configuration (`TrainConfig` or dict) it was trained with."
-    return DDPMPipeline(model, make_scheduler(cfg), max_batch=max_batch)
+    "A pipeline for a model in memory and the training configuration (`TrainConfig` or dict) it was trained with (the model's own `pipeline_class`, as in `load_pipeline`)."
+    config = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    return getattr(model, "pipeline_class", DDPMPipeline).from_run_parts(model, make_scheduler(config), config, max_batch=max_batch)
 
 # %% ../nbs/04c_checkpoints.ipynb #32b0808e
 def check_flatten_state(fn: Callable) -> bool:

@@ -167,3 +167,41 @@ def test_conditional_train_and_guided_sample_refuse_unknown_labels(tmp_path):
     cli("train", *SMALL, "--steps", "3", "--checkpoint-every", "3", "--out", tmp_path / "plain", check=0)
     p = cli("sample", "--checkpoint", tmp_path / "plain", "--label", "1", "--steps", "5", "--count", "4", "--out", tmp_path / "x.png", check=2)
     assert "class-conditional" in p.stderr
+
+
+def test_text_to_image_preset_and_prompts(tmp_path):
+    "`train --preset text2img` (here on chapter 13's small autoencoder, for speed) then `sample --prompt ... --prompt ...`: one row per prompt; a text run refuses to sample without a prompt or to be evaluated."
+    run = tmp_path / "text"
+    cli("train", "--preset", "text2img", "--dataset", "fashion_mnist_latents_small", "--steps", "3", "--batch-size", "8",
+        "--checkpoint-every", "3", "--subset", "256", "--no-progress", "--out", run, check=0)
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["objective"], cfg["model_class"], cfg["dataset"]) == ("text", "TextUNet", "fashion_mnist_latents_small")
+    p = cli("sample", "--checkpoint", run, "--prompt", "an ankle boot", "--prompt", "a pair of jeans", "--guidance", "3",
+            "--steps", "4", "--count", "3", "--no-progress", "--out", tmp_path / "rows.png", check=0)
+    assert "wrote 6 samples" in p.stdout
+    from PIL import Image
+    w, h = Image.open(tmp_path / "rows.png").size
+    assert w > h, (w, h)                           # 2 rows of 3
+    p = cli("sample", "--checkpoint", run, "--steps", "4", "--out", tmp_path / "none.png", check=2)
+    assert "--prompt" in p.stderr and not (tmp_path / "none.png").exists()
+    p = cli("evaluate", "--checkpoint", run, "--steps", "4", "--count", "10", check=2)
+    assert "needs a prompt" in p.stderr
+
+
+def test_controlnet_preset_and_control_image(tmp_path):
+    "`train --preset controlnet --base-run RUN` then `sample --control edges.png`; the base's weights are untouched and a ControlNet run needs --control."
+    base = tmp_path / "base"
+    cli("train", *SMALL, "--steps", "4", "--checkpoint-every", "4", "--out", base, check=0)
+    before = weights(base)
+    cli("train", "--preset", "controlnet", "--base-run", base, "--steps", "3", "--batch-size", "8", "--no-progress", "--out", tmp_path / "cn", check=0)
+    after = weights(base)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    cn = weights(tmp_path / "cn")
+    base_ema = {k[len("ema/"):]: v for k, v in before.items() if k.startswith("ema/")}
+    assert all(torch.equal(cn[f"model/unet.{k}"], v) for k, v in base_ema.items())   # the frozen base is inside the ControlNet run, unchanged
+    from PIL import Image
+    Image.fromarray(__import__("numpy").eye(8, dtype="uint8") * 255).save(tmp_path / "edges.png")
+    cli("sample", "--checkpoint", tmp_path / "cn", "--control", tmp_path / "edges.png", "--steps", "4", "--count", "2", "--no-progress",
+        "--out", tmp_path / "c.png", check=0)
+    p = cli("sample", "--checkpoint", tmp_path / "cn", "--steps", "4", "--out", tmp_path / "d.png", check=2)
+    assert "--control" in p.stderr and not (tmp_path / "d.png").exists()
