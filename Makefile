@@ -10,13 +10,18 @@ NB_THREADS ?= 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install data models export check-export nbtest pytest test demo lab nb clean help
+.PHONY: install data models export check-export nbtest pytest test demo lab nb clean help bench bench-quick bench-sweep bench-precision
 
 help:
 	@echo "make test   - set up .venv, the data, then test notebooks and package (what CI runs)"
 	@echo "make demo   - train a DDPM on Fashion-MNIST (CPU, <= 10 min) and write samples, loss curve, FID"
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make nb NB=nbs/X.ipynb - execute a notebook in place with its slow cells, shrink its PNGs, clean it"
+	@echo "make bench  - benchmark (about 21 min on 2 idle cores): FID per training budget vs diffusers and denoising-diffusion-pytorch, throughput, FLOP/s"
+	@echo "              (BUDGET=90 s per run, N=250, SAMPLE_STEPS=50, SEEDS=3, BENCH_THREADS=nproc); writes bench/results/bench.{json,md}"
+	@echo "make bench-sweep - the peers' learning-rate sweep that feeds make bench (SWEEP_BUDGET=60 s per run, about 13 min)"
+	@echo "make bench-quick - the bench end to end at a tiny budget (a smoke test, a few minutes; not valid figures)"
+	@echo "make bench-precision - bf16 autocast against float32 for the course model's training step on this CPU (about 3 min)"
 
 # Reinstall only when the dependency declarations change.
 # (not pyproject.toml: nbdev_export rewrites it on every run)
@@ -82,3 +87,27 @@ nb: $(STAMP) data
 
 clean:
 	rm -rf .export-check _docs _proc
+
+# Benchmark (issue 13, bench/README.md). Needs denoising-diffusion-pytorch==2.3.4 (in dev_requirements); bench.py names the install command if missing.
+# Uses all logical CPUs (BENCH_THREADS) for torch: run it on a quiet machine, the tables record the load average.
+BUDGET ?= 90
+N ?= 250
+SAMPLE_STEPS ?= 50
+SEEDS ?= 3
+REPEATS ?= 5
+SWEEP_BUDGET ?= 60
+BENCH_THREADS ?= $(shell nproc)
+BENCH_ARGS ?=
+bench: $(STAMP) data models
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(BIN)/python bench/bench.py --threads $(BENCH_THREADS) --budget $(BUDGET) --n $(N) \
+	  --steps $(SAMPLE_STEPS) --seeds $(SEEDS) --repeats $(REPEATS) $(BENCH_ARGS)
+
+bench-sweep: $(STAMP) data models
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(BIN)/python bench/sweep.py --threads $(BENCH_THREADS) --budget $(SWEEP_BUDGET) --n $(N) --steps $(SAMPLE_STEPS)
+
+bench-quick: $(STAMP) data models
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(BIN)/python bench/bench.py --threads $(BENCH_THREADS) --budget 10 --n 50 --steps 10 --seeds 2 \
+	  --repeats 2 --out bench/results/quick --note "smoke test (make bench-quick): tiny budget, not valid figures"
+
+bench-precision: $(STAMP) data
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(BIN)/python bench/precision.py --threads $(BENCH_THREADS)
