@@ -32,7 +32,7 @@ __all__ = ['LR_SCHEDULES', 'MIXED_PRECISION', 'OBJECTIVES', 'PRESETS', 'ConfigEr
            'GracefulStop', 'Checkpointer', 'SampleGrids', 'save_loss_plot', 'TrainResult', 'run_files', 'train',
            'fashion_mnist_config', 'demo_config', 'digits_config', 'check_lr_at', 'check_l_simple']
 
-# %% ../nbs/04d_ddpm_training.ipynb #84d4f9cc
+# %% ../nbs/04d_ddpm_training.ipynb #c32d224a
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
@@ -46,10 +46,9 @@ def _jsonable(x):
 class ConfigError(UsageError):
     "A `TrainConfig` field is out of range (the message names it)."
 
-# objective name -> the class, or (module of diffusion_course, class name) for a later chapter's objective (imported when first asked for)
-OBJECTIVES: dict = {"simple": ("training", "DiffusionObjective"), "hybrid": ("improved", "HybridObjective"),
-                    "vlb": ("improved", "VLBObjective"), "min_snr": ("improved", "MinSNRObjective"),
-                    "controlnet": ("controlnet", "ControlNetObjective"), "text": ("latent", "TextConditionalObjective")}
+# objective name -> class; the objectives of later chapters are imported the first time a config names them ("simple" is also registered below)
+OBJECTIVES = LazyRegistry(later={"simple": "training.DiffusionObjective", "hybrid": "improved.HybridObjective", "vlb": "improved.VLBObjective", "min_snr": "improved.MinSNRObjective",
+                                 "controlnet": "controlnet.ControlNetObjective", "text": "latent.TextConditionalObjective"})
 
 def register_objective(name: str, cls: type) -> type:
     "Let `TrainConfig(objective=name)` train with `cls` (a `DiffusionObjective` subclass)."
@@ -59,11 +58,7 @@ def register_objective(name: str, cls: type) -> type:
 def objective_class(name: str) -> type:
     "The objective class registered as `name` (a later chapter's module is imported on first use)."
     if name not in OBJECTIVES: raise ConfigError(f"unknown objective {name!r}: choose one of {', '.join(OBJECTIVES)}")
-    entry = OBJECTIVES[name]
-    if isinstance(entry, tuple):
-        import importlib
-        entry = getattr(importlib.import_module(f"diffusion_course.{entry[0]}"), entry[1])
-    return entry
+    return OBJECTIVES[name]
 
 @dataclass
 class TrainConfig:
