@@ -1,0 +1,94 @@
+"""Levers for the demo model (issue 13): train `demo_config(steps=..., **changes)` for a fixed number of steps, then score
+the EMA model with several samplers by the shared evaluation at one N. Steps, not seconds: the quality of a setting does not
+depend on how busy the machine is, so several settings can train side by side (one thread each); the step rate of each setting
+is measured separately on a quiet machine (`--time-steps`), and steps x seconds/step gives its wall clock.
+
+    .venv/bin/python bench/levers.py --name base --steps 4700 --changes '{"mixed_precision": "bf16"}'
+    .venv/bin/python bench/levers.py --name base --score-only --samplers ddim:100      # score a kept run again
+    .venv/bin/python bench/levers.py --time-steps --changes '{"model": {"base_channels": 24}}'
+
+Every result is appended, with its command line and the machine's load, to bench/results/levers.jsonl."""
+import argparse, json, os, sys, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RUNS = Path(os.environ.get("LEVER_RUNS", "/tmp/levers"))
+
+
+def merged(base: dict, changes: dict) -> dict:
+    "demo_config's fields with `changes`; a dict value (the model's settings) is merged key by key."
+    out = dict(base)
+    for k, v in changes.items(): out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def make_config(steps: int, seed: int, changes: dict):
+    from dataclasses import asdict
+    from diffusion_course.training import demo_config
+    base = demo_config(steps=steps, seed=seed)
+    return demo_config(**merged({k: getattr(base, k) for k in changes}, changes), steps=steps, seed=seed)
+
+
+def time_steps(cfg, n: int = 30) -> dict:
+    "Median seconds per training step of `cfg` (after 5 untimed steps), from the course loop itself."
+    import tempfile, statistics
+    from diffusion_course.training import train
+    sys.path.insert(0, str(HERE))
+    from benchlib import StepClock, _step_callbacks
+    clock = StepClock(max_steps=n + 5)
+    with tempfile.TemporaryDirectory() as d:
+        train(cfg.replace(steps=n + 5, checkpoint_every=10**6), d, progress=False, log=None, callbacks=_step_callbacks(clock))
+    times = clock.times
+    return {"s_per_step": statistics.median(times[5:]), "min": min(times[5:]), "max": max(times[5:]), "timed": len(times) - 5}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", default=None, help="run folder name under $LEVER_RUNS (default /tmp/levers)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--changes", default="{}", help="JSON: TrainConfig fields to change (model: merged key by key)")
+    p.add_argument("--samplers", default="ddpm:50,ddim:50", help="comma-separated sampler:steps to score the EMA model with")
+    p.add_argument("--n", type=int, default=500, help="images per score (the floor at the same N)")
+    p.add_argument("--score-only", action="store_true", help="score the kept run folder again, do not train")
+    p.add_argument("--time-steps", action="store_true", help="only time the training step of these settings (a quiet machine!)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    p.add_argument("--out", default=str(HERE / "results" / "levers.jsonl"))
+    a = p.parse_args(argv)
+    import torch
+    torch.set_num_threads(a.threads)
+    changes = json.loads(a.changes)
+    cfg = make_config(a.steps, a.seed, changes)
+    record = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "name": a.name, "steps": a.steps, "seed": a.seed,
+              "changes": changes, "threads": a.threads, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "load_start": os.getloadavg()[0]}
+    if a.time_steps:
+        record.update(time_steps(cfg), kind="timing", load_end=os.getloadavg()[0])
+        print(json.dumps(record))
+        with open(a.out, "a") as f: f.write(json.dumps(record) + "\n")
+        return
+    if not a.name: p.error("--name is needed to train or score")
+    from diffusion_course.training import train
+    from diffusion_course.checkpoints import load_pipeline
+    from diffusion_course.pipelines import with_sampler
+    from diffusion_course.evaluate import evaluate_pipeline
+    run = RUNS / a.name
+    if not a.score_only:
+        t0 = time.perf_counter()
+        res = train(cfg, run, overwrite=True, progress=False, log=None)
+        tail = res.losses[-max(1, len(res.losses) // 10):]
+        record.update(train_s=round(time.perf_counter() - t0, 1), final_loss=sum(tail) / len(tail))
+    pipe = load_pipeline(run)
+    scores = {}
+    for spec in a.samplers.split(","):
+        sampler, steps = spec.split(":")
+        ev = evaluate_pipeline(with_sampler(pipe, sampler), count=a.n, num_inference_steps=int(steps), progress=False)
+        scores[spec] = {"fid": ev["fid"], "fid_floor": ev["fid_floor"], "kid": ev["kid_mean"], "sampling_s": ev["seconds"]["sampling"]}
+        print(f"{a.name} {spec}: FID {ev['fid']:.3f} (floor {ev['fid_floor']:.3f}, {ev['fid'] / ev['fid_floor']:.1f}x)", flush=True)
+    record.update(kind="score", n=a.n, scores=scores, load_end=os.getloadavg()[0])
+    with open(a.out, "a") as f: f.write(json.dumps(record) + "\n")
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
