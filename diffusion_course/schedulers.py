@@ -67,7 +67,7 @@ class _SchedulerConfigMixin:
             else: raise ValueError(f"unknown configuration entry {k!r} for {cls.__name__}")
         return cls(**kwargs)
 
-# %% ../nbs/03b_schedulers.ipynb #5833670e
+# %% ../nbs/03b_schedulers.ipynb #e2ad9846
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 
 class NoiseScheduler(_SchedulerConfigMixin):
@@ -103,12 +103,20 @@ class NoiseScheduler(_SchedulerConfigMixin):
         self._prev_of_host = prev_of
         self.prev_timestep_of = torch.from_numpy(prev_of)
         self.timesteps = torch.from_numpy(timesteps.copy())
+        self._tables_on = None                                # the new tables: where they are is checked at the next move
+        self._schedule_tables()
         if device is not None: self._move_tables(device)
         self.timesteps = self.timesteps.to(self.alphas_cumprod.device)
 
+    def _schedule_tables(self):
+        "Per-schedule tables of a subclass (computed once in `set_timesteps`, looked up by `step`); none here."
+
     def _move_tables(self, device):
-        "Put every table on `device` (a no-op where it already is); the moved tables are kept, so this happens once per device."
+        "Put every table on `device`; the moved tables are kept, so this happens once per device (later calls return at once)."
+        device = torch.device(device)
+        if self._tables_on == device: return
         for name in self._table_names: setattr(self, name, getattr(self, name).to(device))
+        self._tables_on = device
 
     def _timestep_tensor(self, timestep, device) -> torch.Tensor:
         "`timestep` (Python int, 0-d or 1-element tensor) as a 1-element int64 tensor on `device`; a Python int must be scheduled."
@@ -176,7 +184,7 @@ class NoiseScheduler(_SchedulerConfigMixin):
         self._move_tables(timestep.device)
         return self.prev_timestep_of[timestep.reshape(-1).long()].reshape(timestep.shape)
 
-# %% ../nbs/03b_schedulers.ipynb #88bb5351
+# %% ../nbs/03b_schedulers.ipynb #1bc9784b
 @dataclass
 class SchedulerOutput:
     "What `step` returns: the previous sample $x_{t_{prev}}$ and the predicted clean sample $\\hat x_0$."
@@ -196,25 +204,31 @@ class DDPMScheduler(NoiseScheduler):
             raise ValueError(f"variance_type must be one of {', '.join(map(repr, VARIANCE_TYPES))}, got {variance_type!r}")
         check_prediction_type(prediction_type)
         if not clip_sample_range > 0: raise ValueError(f"clip_sample_range must be > 0, got {clip_sample_range}")
+        self.variance_type = variance_type            # before the base class builds the first schedule's tables
         super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, timestep_spacing, steps_offset)
-        self.variance_type = variance_type
         self._register_config(locals())
 
-    def _std(self, t: torch.Tensor, prev_t: torch.Tensor, predicted_variance: torch.Tensor | None = None) -> torch.Tensor:
-        "$\\sigma$ for the jump `t` -> `prev_t` (1-element tensors on the tables' device)."
-        c = posterior_coefficients(self.alphas_cumprod[t], self._alpha_bar_prev(prev_t))
-        beta_tilde = c.beta_tilde.clamp(min=1e-20)    # 0 at the last step; we take logs
-        if self.variance_type == "fixed_small": return beta_tilde ** 0.5
-        if self.variance_type == "fixed_large": return c.beta ** 0.5
+    _table_names = NoiseScheduler._table_names + ("coef_x0", "coef_xt", "jump_beta", "jump_beta_tilde", "sigma")
+
+    def _schedule_tables(self):
+        "For every timestep t, the coefficients of the jump t -> previous_timestep(t) (steps 3 and 4), in one pass over the schedule."
+        ab_prev = self._alpha_bar_prev(self.prev_timestep_of.to(self.alphas_cumprod.device))
+        c = posterior_coefficients(self.alphas_cumprod, ab_prev)
+        self.coef_x0, self.coef_xt = c.coef_x0, c.coef_xt
+        self.jump_beta, self.jump_beta_tilde = c.beta, c.beta_tilde.clamp(min=1e-20)     # 0 at the last step; we take logs
+        self.sigma = (self.jump_beta if self.variance_type == "fixed_large" else self.jump_beta_tilde) ** 0.5
+
+    def _std(self, t: torch.Tensor, predicted_variance: torch.Tensor | None = None) -> torch.Tensor:
+        "$\\sigma$ for the jump from `t` (a 1-element tensor on the tables' device)."
+        if self.variance_type != "learned_range": return self.sigma[t]
         if predicted_variance is None: raise ValueError("variance_type='learned_range' needs the model's predicted variance (the second half of its output channels)")
-        return torch.exp(0.5 * learned_range_log_variance(predicted_variance, torch.log(c.beta), torch.log(beta_tilde)))
+        return torch.exp(0.5 * learned_range_log_variance(predicted_variance, torch.log(self.jump_beta[t]), torch.log(self.jump_beta_tilde[t])))
 
     def get_std(self, timestep, predicted_variance: torch.Tensor | None = None) -> torch.Tensor:
         "The noise scale $\\sigma$ of the step from `timestep` to `previous_timestep(timestep)` under `config.variance_type`."
         device = predicted_variance.device if predicted_variance is not None else timestep.device if torch.is_tensor(timestep) else self.alphas_cumprod.device
         self._move_tables(device)
-        t = self._timestep_tensor(timestep, device)
-        return self._std(t, self.prev_timestep_of[t], predicted_variance)
+        return self._std(self._timestep_tensor(timestep, device), predicted_variance)
 
     def get_variance(self, timestep, predicted_variance: torch.Tensor | None = None) -> torch.Tensor:
         "The variance $\\sigma^2$ of the step from `timestep` to `previous_timestep(timestep)`."
@@ -224,7 +238,6 @@ class DDPMScheduler(NoiseScheduler):
         "One reverse step $x_t \\to x_{t'}$: returns `SchedulerOutput(prev_sample, pred_original_sample)` (a tuple if `return_dict=False`)."
         self._move_tables(sample.device)                   # no-op once set_timesteps(device=...) put them there
         t = self._timestep_tensor(timestep, sample.device)  # 1-element tensor: every lookup below is a device-side gather
-        prev_t = self.prev_timestep_of[t]
         predicted_variance = None
         if self.variance_type == "learned_range":
             if model_output.shape[1] != 2 * sample.shape[1]:
@@ -233,11 +246,11 @@ class DDPMScheduler(NoiseScheduler):
         # 1-2. predicted x_0, clipped
         pred_x0 = predict_x0(sample, t, self.alphas_cumprod, model_output, self.config.prediction_type)
         if self.config.clip_sample: pred_x0 = pred_x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
-        # 3. posterior mean across the jump t -> prev_t
-        prev_sample, _ = q_posterior_mean_variance(pred_x0, sample, t, self.alphas_cumprod, t_prev=prev_t)
+        # 3. posterior mean across the jump t -> previous_timestep(t), with the jump's coefficients (tables made by set_timesteps)
+        prev_sample = self.coef_x0[t] * pred_x0 + self.coef_xt[t] * sample
         # 4. noise, masked to zero at the last step (t = 0): a multiplication, not a Python `if` on the device's value
         noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype)
-        prev_sample = prev_sample + (self._std(t, prev_t, predicted_variance) * (t > 0)) * noise
+        prev_sample = prev_sample + (self._std(t, predicted_variance) * (t > 0)) * noise
         out = SchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_x0)
         return out if return_dict else out.to_tuple()
 
