@@ -10,7 +10,7 @@ NB_THREADS ?= 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install data models export check-export nbtest pytest test demo lab nb clean help bench bench-quick bench-sweep bench-precision
+.PHONY: install data models export check-export nbtest pytest test demo lab nb clean help bench bench-quick bench-sweep bench-precision bench-speed
 
 help:
 	@echo "make test   - set up .venv, the data, then test notebooks and package (what CI runs)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-sweep - the peers' learning-rate sweep that feeds make bench (SWEEP_BUDGET=60 s per run, about 13 min)"
 	@echo "make bench-quick - the bench end to end at a tiny budget (a smoke test, a few minutes; not valid figures)"
 	@echo "make bench-precision - bf16 autocast against float32 for the course model's training step on this CPU (about 3 min)"
+	@echo "make bench-speed - CPU speed levers for the training step: bf16, channels_last, AdamW foreach/fused, torch.compile, threads (about 6 min)"
 
 # Reinstall only when the dependency declarations change.
 # (not pyproject.toml: nbdev_export rewrites it on every run)
@@ -111,3 +112,6 @@ bench-quick: $(STAMP) data models
 
 bench-precision: $(STAMP) data
 	OMP_NUM_THREADS=$(BENCH_THREADS) $(BIN)/python bench/precision.py --threads $(BENCH_THREADS)
+
+bench-speed: $(STAMP)
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(BIN)/python bench/speed.py --threads $(BENCH_THREADS)
