@@ -65,6 +65,7 @@ def throughput(C, args, report):
 
     # 2. the hardware limit: FLOPs of one training step (forward + backward, FlopCounterMode) / the step's median time at batch 64
     m = report["machine"]
+    prec = B.course_precision(json.loads(args.course_overrides) if args.course_overrides else None)
     threads = torch.get_num_threads()
     peak = m["peak_gflops_per_thread"] * threads if m["peak_gflops_per_thread"] else None
     hw = []
@@ -77,7 +78,9 @@ def throughput(C, args, report):
     out["hardware"] = {"rows": hw, "threads": threads, "peak_gflops": peak,
                        "note": "FLOPs counted by torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions, 2 per multiply-add; "
                                "elementwise ops, norms and the optimizer are not counted) for the loss's forward and backward; "
-                               "time = the whole step of the real loop (optimizer, EMA, callbacks included)"}
+                               "time = the whole step of the real loop (optimizer, EMA, callbacks included)" +
+                               (f"; the contenders train in bf16 autocast (the demo's mixed_precision='fastest' on this CPU) while the peak is "
+                                "float32's, so the fraction compares with float32's limit, not bf16's" if prec == "bf16" else "")}
 
     # 3. sampling images/s: the same (untrained) demo UNet driven by the course's and diffusers' schedulers through the course pipeline,
     #    and the scheduler's share of a step with the model replaced by an identity

@@ -205,7 +205,10 @@ class CourseLoop(Contender):
         c = self.cfg(2000, self.lr_default, 0)
         extra = f"; overrides {json.dumps(self.overrides)}" if self.overrides else ""
         net = "demo_config().model (course UNet " + json.dumps(c.model) + ")" if not self.factory else "HF course UNet2DModel (32, 64, 64), layers_per_block 2, attention at 14x14 and 7x7"
-        return (f"{net}; course loop training.train: AdamW, lr cosine with warm-up min(100, steps/20), EMA {c.ema_decay} (warmed up), "
+        from diffusion_course.training import resolve_mixed_precision
+        prec = resolve_mixed_precision(c.mixed_precision, "cpu")
+        return (f"{net}; course loop training.train ({'bf16 autocast' if prec == 'bf16' else 'float32'}, mixed_precision={c.mixed_precision!r}): "
+                f"AdamW, lr cosine with warm-up min(100, steps/20), EMA {c.ema_decay} (warmed up), "
                 f"grad clip {c.grad_clip}, batch {c.batch_size}, L_simple (epsilon), linear betas, T={c.num_train_timesteps}; "
                 "sampled by the course DDPMPipeline + course DDPMScheduler (ancestral)" + extra)
 
@@ -251,8 +254,8 @@ class DDPLoop(Contender):
     name, label = "ddp", "denoising-diffusion-pytorch Unet + GaussianDiffusion"
     lr_default, lr_grid, lr_default_source = 1e-3, (5e-4, 1e-3, 2e-3), "the middle of its grid (its Trainer's default, 1e-4, is meant for 100k steps)"
 
-    def __init__(self, dim: int = 16):
-        self.dim = dim
+    def __init__(self, dim: int = 16, mixed_precision: str = "no"):
+        self.dim, self.mixed_precision = dim, mixed_precision    # "bf16": its loss under bf16 autocast, as the course loop's (the same precision for all)
 
     def build(self, sampling_steps=None):
         from denoising_diffusion_pytorch import Unet, GaussianDiffusion
@@ -263,7 +266,8 @@ class DDPLoop(Contender):
 
     def describe(self):
         return (f"Unet(dim={self.dim}, dim_mults=(1, 2, 4), channels=1) + GaussianDiffusion(image_size=28) defaults (pred_v, sigmoid betas, T=1000); "
-                "its Trainer's step: own loss, Adam betas (0.9, 0.99), constant lr, clip 1, EMA 0.995 every 10 steps; batch 64; "
+                "its Trainer's step: own loss" + (" under bf16 autocast" if self.mixed_precision == "bf16" else "") +
+                ", Adam betas (0.9, 0.99), constant lr, clip 1, EMA 0.995 every 10 steps; batch 64; "
                 "sampled by its own sample() (DDIM, eta 0)")
 
     def images(self):
@@ -287,7 +291,8 @@ class DDPLoop(Contender):
                 clock.start()
                 diffusion.train()
                 batch = (images[batch_indices(step, batch_size, len(images), seed)] + 1) / 2
-                loss = diffusion(batch)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16"):
+                    loss = diffusion(batch)
                 loss.backward()
                 nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
                 opt.step(); opt.zero_grad()
@@ -323,11 +328,19 @@ class DDPLoop(Contender):
         return fc.get_total_flops()
 
 
+def course_precision(course_overrides=None) -> str:
+    "The precision the course loop resolves for the demo config on this CPU (`mixed_precision=\"fastest\"`: bf16 where native); every contender trains in it."
+    from diffusion_course.training import demo_config, resolve_mixed_precision
+    return resolve_mixed_precision(demo_config(**(course_overrides or {})).mixed_precision, "cpu")
+
 def contenders(ddp_dim: int = 16, course_overrides=None) -> dict:
+    "The three contenders, all trained in the precision the course's demo config resolves to here (the peers follow the course model)."
+    precision = course_precision(course_overrides)
     return {"course": CourseLoop("course", "course demo UNet (course loop)", overrides=course_overrides),
             "hf": CourseLoop("hf", "diffusers UNet2DModel, HF course 28x28 (course loop)", factory=HFCourseUNet, lr_default=2e-3,
-                             lr_grid=(1e-3, 2e-3, 4e-3), lr_default_source="the middle of its grid, the course loop's lr"),
-            "ddp": DDPLoop(ddp_dim)}
+                             lr_grid=(1e-3, 2e-3, 4e-3), lr_default_source="the middle of its grid, the course loop's lr",
+                             overrides={"mixed_precision": precision}),
+            "ddp": DDPLoop(ddp_dim, precision)}
 
 
 WARM = 2      # untimed first steps of a timing run (allocations, first-call overheads)
