@@ -47,7 +47,7 @@ def image_shape_of(model: nn.Module) -> tuple | None:
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     return (int(ch), int(h), int(w))
 
-# %% ../nbs/04b_pipelines.ipynb #81a6e718
+# %% ../nbs/04b_pipelines.ipynb #4a5145b2
 @dataclass
 class PipelineOutput:
     "What a pipeline returns: `images` `[N, C, H, W]` in [-1, 1] on the CPU; with `return_trajectory`, a dict of `timesteps`, `x_t`, `x0_pred`."
@@ -74,28 +74,50 @@ class DDPMPipeline:
 
     def __repr__(self) -> str: return f"DDPMPipeline(unet={type(self.unet).__name__}, scheduler={self.scheduler!r}, image_shape={self.image_shape})"
 
+    def null_conditioning(self, conditioning: dict) -> dict:
+        "The unconditional counterpart of a chunk's `conditioning` for classifier-free guidance: class labels become the null label; a context is kept."
+        return {k: torch.full_like(v, self.unet.null_class_label) if k == "class_labels" else v for k, v in conditioning.items()}
+
     def predict(self, x: torch.Tensor, t: torch.Tensor, class_labels=None, guidance_scale=None, encoder_hidden_states=None) -> torch.Tensor:
         "The network's output for `x` at timestep `t`, in chunks of `max_batch`, with classifier-free guidance if `guidance_scale` is given."
         outs = []
         for i in range(0, len(x), self.max_batch):
             sl = slice(i, i + self.max_batch)
-            kw = {}
-            if encoder_hidden_states is not None: kw["encoder_hidden_states"] = encoder_hidden_states[sl]
+            cond = {k: v[sl] for k, v in (("class_labels", class_labels), ("encoder_hidden_states", encoder_hidden_states)) if v is not None}
             xs, ts = x[sl], t.expand(len(x[sl]))
             if guidance_scale is None:
-                if class_labels is not None: kw["class_labels"] = class_labels[sl]
-                outs.append(self.unet(xs, ts, **kw))
+                outs.append(self.unet(xs, ts, **cond))
             else:
-                null = torch.full_like(class_labels[sl], self.unet.null_class_label)
-                both = self.unet(torch.cat([xs, xs]), torch.cat([ts, ts]), class_labels=torch.cat([null, class_labels[sl]]),
-                                 **{k: torch.cat([v, v]) for k, v in kw.items()})
-                uncond, cond = both.chunk(2)
-                outs.append(guided_output(uncond, cond, guidance_scale))
+                null = self.null_conditioning(cond)
+                both = self.unet(torch.cat([xs, xs]), torch.cat([ts, ts]), **{k: torch.cat([null[k], v]) for k, v in cond.items()})
+                uncond, cond_out = both.chunk(2)
+                outs.append(guided_output(uncond, cond_out, guidance_scale))
         return torch.cat(outs)
 
     def reverse_step(self, model_output: torch.Tensor, t, x: torch.Tensor, generator=None, **step_kwargs):
         "One step of the reverse process from the network's output: the scheduler's `step` (a subclass may shift it, e.g. chapter 09's guided sampling)."
         return self.scheduler.step(model_output, t, x, generator=generator, **step_kwargs)
+
+    def check_guidance(self, guidance_scale, class_labels, encoder_hidden_states) -> None:
+        "Refuse classifier-free guidance without a condition to guide towards, or with a network that has no null label."
+        if guidance_scale is None: return
+        if class_labels is None: raise ValueError("guidance_scale needs class_labels: say which class to guide towards")
+        if getattr(self.unet, "null_class_label", None) is None:
+            raise ValueError("guidance_scale needs a class-conditional model with a null label (UNet(num_classes=...))")
+
+    def initial_sample(self, batch_size: int, num_inference_steps: int, generator, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        "The timesteps to visit and the starting $x$: all scheduled timesteps from pure noise $x_T \\sim \\mathcal N(0, \\sigma_{init}^2 I)$."
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        x = randn_tensor((batch_size, *self.image_shape), generator=generator, device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        return self.scheduler.timesteps, x
+
+    def before_step(self, x: torch.Tensor, t, generator=None) -> torch.Tensor:
+        "What the network sees at timestep `t` (before `scale_model_input`): `x` itself here."
+        return x
+
+    def output(self, x: torch.Tensor, trajectory: dict | None) -> PipelineOutput:
+        "The pipeline's result from the last sample: images clamped to [-1, 1], as float32 on the CPU."
+        return PipelineOutput(x.clamp(-1, 1).float().cpu(), trajectory)
 
     def _labels(self, class_labels, batch_size, device):
         if class_labels is None: return None
@@ -116,27 +138,24 @@ class DDPMPipeline:
         num_inference_steps = num_inference_steps or T
         if not isinstance(num_inference_steps, int) or not 0 < num_inference_steps <= T:
             raise ValueError(f"num_inference_steps must be an int in [1, {T}] (the model's training timesteps), got {num_inference_steps!r}")
-        if guidance_scale is not None and class_labels is None: raise ValueError("guidance_scale needs class_labels: say which class to guide towards")
-        if guidance_scale is not None and getattr(self.unet, "null_class_label", None) is None:
-            raise ValueError("guidance_scale needs a class-conditional model with a null label (UNet(num_classes=...))")
+        self.check_guidance(guidance_scale, class_labels, encoder_hidden_states)
         device, dtype = self.device, next(self.unet.parameters()).dtype
         labels = self._labels(class_labels, batch_size, device)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        x = randn_tensor((batch_size, *self.image_shape), generator=generator, device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        timesteps, x = self.initial_sample(batch_size, num_inference_steps, generator, device, dtype)
         was_training = self.unet.training
         self.unet.eval()
         xs, x0s = [], []
         try:
-            for t in tqdm(self.scheduler.timesteps, disable=not progress, desc="sampling", leave=False):
+            for t in tqdm(timesteps, disable=not progress, desc="sampling", leave=False):
+                x = self.before_step(x, t, generator)
                 model_output = self.predict(self.scheduler.scale_model_input(x, t), t, labels, guidance_scale, encoder_hidden_states)
                 out = self.reverse_step(model_output, t, x, generator=generator, **step_kwargs)
                 if return_trajectory: xs.append(x.float().cpu()); x0s.append(out.pred_original_sample.float().cpu())
                 x = out.prev_sample
         finally:
             self.unet.train(was_training)
-        images = x.clamp(-1, 1).float().cpu()
-        traj = {"timesteps": self.scheduler.timesteps.cpu(), "x_t": torch.stack(xs), "x0_pred": torch.stack(x0s)} if return_trajectory else None
-        return PipelineOutput(images, traj)
+        traj = {"timesteps": timesteps.cpu(), "x_t": torch.stack(xs), "x0_pred": torch.stack(x0s)} if return_trajectory else None
+        return self.output(x, traj)
 
 # %% ../nbs/04b_pipelines.ipynb #633aaffd
 class GaussianOracle(nn.Module):
