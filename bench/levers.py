@@ -6,6 +6,7 @@ is measured separately on a quiet machine (`--time-steps`), and steps x seconds/
     .venv/bin/python bench/levers.py --name base --steps 4700 --changes '{"mixed_precision": "bf16"}'
     .venv/bin/python bench/levers.py --name base --score-only --samplers ddim:100      # score a kept run again
     .venv/bin/python bench/levers.py --time-steps --changes '{"model": {"base_channels": 24}}'
+    .venv/bin/python bench/levers.py --table                                          # the results so far, as markdown
 
 Every result is appended, with its command line and the machine's load, to bench/results/levers.jsonl."""
 import argparse, json, os, sys, time
@@ -42,6 +43,25 @@ def time_steps(cfg, n: int = 30) -> dict:
     return {"s_per_step": statistics.median(times[5:]), "min": min(times[5:]), "max": max(times[5:]), "timed": len(times) - 5}
 
 
+def table(path) -> str:
+    "The scored runs of `path` (the last record per run name; its samplers merged across re-scorings) as a markdown table."
+    runs = {}
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        if r.get("kind") != "score": continue
+        old = runs.get(r["name"], {})
+        retrained = "train_s" in r and r.get("started") != old.get("started")      # a new training under the same name replaces the old one
+        if old and not retrained: r = {**old, "scores": {**old.get("scores", {}), **r["scores"]}}    # more samplers for the same run
+        runs[r["name"]] = r
+    rows = ["| run | steps | changes | final loss | " + " | ".join(["FID (sampler:steps), floor, x floor"]) + " |", "|---|---|---|---|---|"]
+    for name, r in runs.items():
+        sc = "; ".join(f"{k} **{v['fid']:.2f}** ({v['fid'] / v['fid_floor']:.1f}x)" for k, v in r["scores"].items())
+        floor = next(iter(r["scores"].values()))["fid_floor"] if r["scores"] else float("nan")
+        loss = f"{r['final_loss']:.4f}" if "final_loss" in r else ""
+        rows.append(f"| {name} | {r['steps']} | `{json.dumps(r['changes'])}` | {loss} | {sc}; floor {floor:.2f} at N = {r['n']} |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", default=None, help="run folder name under $LEVER_RUNS (default /tmp/levers)")
@@ -51,10 +71,13 @@ def main(argv=None):
     p.add_argument("--samplers", default="ddpm:50,ddim:50", help="comma-separated sampler:steps to score the EMA model with")
     p.add_argument("--n", type=int, default=500, help="images per score (the floor at the same N)")
     p.add_argument("--score-only", action="store_true", help="score the kept run folder again, do not train")
+    p.add_argument("--no-ema", action="store_true", help="score the trained weights instead of their EMA")
     p.add_argument("--time-steps", action="store_true", help="only time the training step of these settings (a quiet machine!)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--out", default=str(HERE / "results" / "levers.jsonl"))
+    p.add_argument("--table", action="store_true", help="print the results in --out as a markdown table, and stop")
     a = p.parse_args(argv)
+    if a.table: return print(table(a.out))
     import torch
     torch.set_num_threads(a.threads)
     changes = json.loads(a.changes)
@@ -78,16 +101,14 @@ def main(argv=None):
         res = train(cfg, run, overwrite=True, progress=False, log=None)
         tail = res.losses[-max(1, len(res.losses) // 10):]
         record.update(train_s=round(time.perf_counter() - t0, 1), final_loss=sum(tail) / len(tail))
-    pipe = load_pipeline(run)
-    scores = {}
-    for spec in a.samplers.split(","):
+    pipe = load_pipeline(run, use_ema=not a.no_ema)
+    for spec in a.samplers.split(","):              # one record per sampler, written at once: a stopped run keeps what it scored
         sampler, steps = spec.split(":")
+        spec = spec + (" (no EMA)" if a.no_ema else "")
         ev = evaluate_pipeline(with_sampler(pipe, sampler), count=a.n, num_inference_steps=int(steps), progress=False)
-        scores[spec] = {"fid": ev["fid"], "fid_floor": ev["fid_floor"], "kid": ev["kid_mean"], "sampling_s": ev["seconds"]["sampling"]}
+        score = {"fid": ev["fid"], "fid_floor": ev["fid_floor"], "kid": ev["kid_mean"], "sampling_s": ev["seconds"]["sampling"]}
         print(f"{a.name} {spec}: FID {ev['fid']:.3f} (floor {ev['fid_floor']:.3f}, {ev['fid'] / ev['fid_floor']:.1f}x)", flush=True)
-    record.update(kind="score", n=a.n, scores=scores, load_end=os.getloadavg()[0])
-    with open(a.out, "a") as f: f.write(json.dumps(record) + "\n")
-    print(json.dumps(record))
+        with open(a.out, "a") as f: f.write(json.dumps({**record, "kind": "score", "n": a.n, "scores": {spec: score}, "load_end": os.getloadavg()[0]}) + "\n")
 
 
 if __name__ == "__main__":
