@@ -1,4 +1,5 @@
-"""Levers for the demo model (issue 13): train `demo_config(steps=..., **changes)` for a fixed number of steps, then score
+"""Levers for the demo model (issue 13): train chapter 04e's configuration with `changes` (e.g. bf16, a wider network, another
+learning rate; the warm-up scaled to the run as the demo's) for a fixed number of steps, then score
 the EMA model with several samplers by the shared evaluation at one N. Steps, not seconds: the quality of a setting does not
 depend on how busy the machine is, so several settings can train side by side (one thread each); the step rate of each setting
 is measured separately on a quiet machine (`--time-steps`), and steps x seconds/step gives its wall clock.
@@ -24,10 +25,12 @@ def merged(base: dict, changes: dict) -> dict:
 
 
 def make_config(steps: int, seed: int, changes: dict):
-    from dataclasses import asdict
-    from diffusion_course.training import demo_config
-    base = demo_config(steps=steps, seed=seed)
-    return demo_config(**merged({k: getattr(base, k) for k in changes}, changes), steps=steps, seed=seed)
+    "Chapter 04e's run (`fashion_mnist_config()`: 16 base channels, float32), scheduled like the demo (warm-up scaled to `steps`), with `changes`."
+    from diffusion_course.training import demo_config, fashion_mnist_config
+    base = fashion_mnist_config()
+    fields = {"model": base.model, "mixed_precision": "no"}
+    return demo_config(**merged(fields, {k: v for k, v in changes.items() if k in fields}),
+                       **{k: v for k, v in changes.items() if k not in fields}, steps=steps, seed=seed)
 
 
 def time_steps(cfg, n: int = 30) -> dict:
@@ -41,6 +44,17 @@ def time_steps(cfg, n: int = 30) -> dict:
         train(cfg.replace(steps=n + 5, checkpoint_every=10**6), d, progress=False, log=None, callbacks=_step_callbacks(clock))
     times = clock.times
     return {"s_per_step": statistics.median(times[5:]), "min": min(times[5:]), "max": max(times[5:]), "timed": len(times) - 5}
+
+
+def sampler_pipeline(pipe, sampler: str):
+    "`pipe` with the sampler `ddpm`, `ddim`, or `ddpm-large` (ancestral with sigma^2 = beta, the upper bound, instead of beta_tilde)."
+    import copy
+    from diffusion_course.pipelines import with_sampler
+    from diffusion_course.schedulers import DDPMScheduler
+    if sampler != "ddpm-large": return with_sampler(pipe, sampler)
+    new = copy.copy(with_sampler(pipe, "ddpm"))
+    new.scheduler = DDPMScheduler.from_config({**dict(new.scheduler.config), "variance_type": "fixed_large"})
+    return new
 
 
 def table(path) -> str:
@@ -105,7 +119,7 @@ def main(argv=None):
     for spec in a.samplers.split(","):              # one record per sampler, written at once: a stopped run keeps what it scored
         sampler, steps = spec.split(":")
         spec = spec + (" (no EMA)" if a.no_ema else "")
-        ev = evaluate_pipeline(with_sampler(pipe, sampler), count=a.n, num_inference_steps=int(steps), progress=False)
+        ev = evaluate_pipeline(sampler_pipeline(pipe, sampler), count=a.n, num_inference_steps=int(steps), progress=False)
         score = {"fid": ev["fid"], "fid_floor": ev["fid_floor"], "kid": ev["kid_mean"], "sampling_s": ev["seconds"]["sampling"]}
         print(f"{a.name} {spec}: FID {ev['fid']:.3f} (floor {ev['fid_floor']:.3f}, {ev['fid'] / ev['fid_floor']:.1f}x)", flush=True)
         with open(a.out, "a") as f: f.write(json.dumps({**record, "kind": "score", "n": a.n, "scores": {spec: score}, "load_end": os.getloadavg()[0]}) + "\n")
