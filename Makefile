@@ -14,7 +14,7 @@ export MPLBACKEND := Agg
 
 help:
 	@echo "make test   - set up .venv, the data, then test notebooks and package (what CI runs)"
-	@echo "make demo   - train a DDPM on Fashion-MNIST (CPU, <= 10 min) and write samples, loss curve, FID"
+	@echo "make demo   - train a DDPM on Fashion-MNIST for 10 minutes of this machine (DEMO_ARGS=\"--minutes M\" or \"--steps N\"), then samples, loss curve, FID"
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make nb NB=nbs/X.ipynb - execute a notebook in place with its slow cells, shrink its PNGs, clean it"
 	@echo "make bench  - benchmark (about 21 min on 2 idle cores): FID per training budget vs diffusers and denoising-diffusion-pytorch, throughput, FLOP/s"
@@ -76,8 +76,9 @@ test: $(STAMP) data models check-export
 	$(BIN)/python -m pytest tests/ -q -rs
 
 DEMO_DIR ?= runs/demo
+DEMO_ARGS ?=
 demo: $(STAMP) data
-	$(BIN)/diffusion-course demo --out $(DEMO_DIR)
+	$(BIN)/diffusion-course demo --out $(DEMO_DIR) $(DEMO_ARGS)
 
 lab: $(STAMP) data
 	$(BIN)/jupyter lab nbs/

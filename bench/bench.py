@@ -79,8 +79,8 @@ def throughput(C, args, report):
                        "note": "FLOPs counted by torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions, 2 per multiply-add; "
                                "elementwise ops, norms and the optimizer are not counted) for the loss's forward and backward; "
                                "time = the whole step of the real loop (optimizer, EMA, callbacks included)" +
-                               (f"; the contenders train in bf16 autocast (the demo's mixed_precision='fastest' on this CPU) while the peak is "
-                                "float32's, so the fraction compares with float32's limit, not bf16's" if prec == "bf16" else "")}
+                               (f"; the course model trains in bf16 autocast (the demo's mixed_precision='fastest' on this CPU) while the peak is "
+                                "float32's, so its fraction compares with float32's limit, not bf16's; the peers train in float32" if prec == "bf16" else "")}
 
     # 3. sampling images/s: the same (untrained) demo UNet driven by the course's and diffusers' schedulers through the course pipeline,
     #    and the scheduler's share of a step with the model replaced by an identity

@@ -333,14 +333,15 @@ def course_precision(course_overrides=None) -> str:
     from diffusion_course.training import demo_config, resolve_mixed_precision
     return resolve_mixed_precision(demo_config(**(course_overrides or {})).mixed_precision, "cpu")
 
-def contenders(ddp_dim: int = 16, course_overrides=None) -> dict:
-    "The three contenders, all trained in the precision the course's demo config resolves to here (the peers follow the course model)."
-    precision = course_precision(course_overrides)
+PEER_PRECISION = "no"    # float32: bf16 autocast made both peers slower on the bench machine (hf 1.41 vs 0.85 s/step, ddp 0.92 vs 0.87 at batch 64)
+
+def contenders(ddp_dim: int = 16, course_overrides=None, peer_precision: str = PEER_PRECISION) -> dict:
+    "The three contenders: the course model in its demo config's precision, the peers in `peer_precision` (their faster one on the bench machine)."
     return {"course": CourseLoop("course", "course demo UNet (course loop)", overrides=course_overrides),
             "hf": CourseLoop("hf", "diffusers UNet2DModel, HF course 28x28 (course loop)", factory=HFCourseUNet, lr_default=2e-3,
                              lr_grid=(1e-3, 2e-3, 4e-3), lr_default_source="the middle of its grid, the course loop's lr",
-                             overrides={"mixed_precision": precision}),
-            "ddp": DDPLoop(ddp_dim, precision)}
+                             overrides={"mixed_precision": peer_precision}),
+            "ddp": DDPLoop(ddp_dim, peer_precision)}
 
 
 WARM = 2      # untimed first steps of a timing run (allocations, first-call overheads)

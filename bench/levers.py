@@ -58,21 +58,25 @@ def sampler_pipeline(pipe, sampler: str):
 
 
 def table(path) -> str:
-    "The scored runs of `path` (the last record per run name; its samplers merged across re-scorings) as a markdown table."
-    runs = {}
+    "The scored runs of `path` (the last record per run name; its samplers merged across re-scorings) as a markdown table, with each setting's step time where timed."
+    runs, timing = {}, {}
+    key = lambda changes: json.dumps(changes, sort_keys=True)
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
+        if r.get("kind") == "timing": timing[key(r["changes"])] = r; continue
         if r.get("kind") != "score": continue
         old = runs.get(r["name"], {})
         retrained = "train_s" in r and r.get("started") != old.get("started")      # a new training under the same name replaces the old one
         if old and not retrained: r = {**old, "scores": {**old.get("scores", {}), **r["scores"]}}    # more samplers for the same run
         runs[r["name"]] = r
-    rows = ["| run | steps | changes | final loss | " + " | ".join(["FID (sampler:steps), floor, x floor"]) + " |", "|---|---|---|---|---|"]
+    rows = ["| run | steps | changes to chapter 04e's run | ms/step, 2 threads (steps in 10 min) | FID by sampler:steps (x the floor) |",
+            "|---|---|---|---|---|"]
     for name, r in runs.items():
         sc = "; ".join(f"{k} **{v['fid']:.2f}** ({v['fid'] / v['fid_floor']:.1f}x)" for k, v in r["scores"].items())
         floor = next(iter(r["scores"].values()))["fid_floor"] if r["scores"] else float("nan")
-        loss = f"{r['final_loss']:.4f}" if "final_loss" in r else ""
-        rows.append(f"| {name} | {r['steps']} | `{json.dumps(r['changes'])}` | {loss} | {sc}; floor {floor:.2f} at N = {r['n']} |")
+        t = timing.get(key(r["changes"]))
+        speed = f"{t['s_per_step'] * 1000:.0f} ({int(600 / t['s_per_step'])})" if t and t.get("threads") == 2 else ""
+        rows.append(f"| {name} | {r['steps']} | `{json.dumps(r['changes'])}` | {speed} | {sc}; floor {floor:.2f} at N = {r['n']} |")
     return "\n".join(rows)
 
 
@@ -86,6 +90,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=500, help="images per score (the floor at the same N)")
     p.add_argument("--score-only", action="store_true", help="score the kept run folder again, do not train")
     p.add_argument("--no-ema", action="store_true", help="score the trained weights instead of their EMA")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the sampled images (the evaluation's generator; default 0)")
     p.add_argument("--time-steps", action="store_true", help="only time the training step of these settings (a quiet machine!)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--out", default=str(HERE / "results" / "levers.jsonl"))
@@ -118,8 +123,8 @@ def main(argv=None):
     pipe = load_pipeline(run, use_ema=not a.no_ema)
     for spec in a.samplers.split(","):              # one record per sampler, written at once: a stopped run keeps what it scored
         sampler, steps = spec.split(":")
-        spec = spec + (" (no EMA)" if a.no_ema else "")
-        ev = evaluate_pipeline(sampler_pipeline(pipe, sampler), count=a.n, num_inference_steps=int(steps), progress=False)
+        spec = spec + (" (no EMA)" if a.no_ema else "") + (f" (sampling seed {a.sample_seed})" if a.sample_seed else "")
+        ev = evaluate_pipeline(sampler_pipeline(pipe, sampler), count=a.n, num_inference_steps=int(steps), seed=a.sample_seed, progress=False)
         score = {"fid": ev["fid"], "fid_floor": ev["fid_floor"], "kid": ev["kid_mean"], "sampling_s": ev["seconds"]["sampling"]}
         print(f"{a.name} {spec}: FID {ev['fid']:.3f} (floor {ev['fid_floor']:.3f}, {ev['fid'] / ev['fid_floor']:.1f}x)", flush=True)
         with open(a.out, "a") as f: f.write(json.dumps({**record, "kind": "score", "n": a.n, "scores": {spec: score}, "load_end": os.getloadavg()[0]}) + "\n")
