@@ -17,7 +17,7 @@ help:
 	@echo "make demo   - train a DDPM on Fashion-MNIST for 10 minutes of this machine (DEMO_ARGS=\"--minutes M\" or \"--steps N\"), then samples, loss curve, FID"
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make nb NB=nbs/X.ipynb - execute a notebook in place with its slow cells, shrink its PNGs, clean it"
-	@echo "make bench  - benchmark (about 21 min on 2 idle cores): FID per training budget vs diffusers and denoising-diffusion-pytorch, throughput, FLOP/s"
+	@echo "make bench  - benchmark (about 23 min on 2 idle cores): FID per training budget vs diffusers and denoising-diffusion-pytorch, throughput, FLOP/s"
 	@echo "              (BUDGET=90 s per run, N=250, SAMPLE_STEPS=50, SEEDS=3, BENCH_THREADS=nproc); writes bench/results/bench.{json,md}"
 	@echo "make bench-sweep - the peers' learning-rate sweep that feeds make bench (SWEEP_BUDGET=60 s per run, about 13 min)"
 	@echo "make bench-quick - the bench end to end at a tiny budget (a smoke test, a few minutes; not valid figures)"
