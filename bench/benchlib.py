@@ -387,6 +387,15 @@ def train_and_score(c: Contender, steps: int, lr: float, seed: int, n: int, samp
 # ----------------------------------------------------------------------------------------------------------------------------
 # Tables
 
+def write_report(out, res: dict, md: list) -> None:
+    "Write `res` to <out>.json and the lines `md` to <out>.md (folders made as needed), and print the markdown."
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def md_table(header: list, rows: list) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]

@@ -34,16 +34,10 @@ def make_config(steps: int, seed: int, changes: dict):
 
 
 def time_steps(cfg, n: int = 30) -> dict:
-    "Median seconds per training step of `cfg` (after 5 untimed steps), from the course loop itself."
-    import tempfile, statistics
-    from diffusion_course.training import train
-    sys.path.insert(0, str(HERE))
-    from benchlib import StepClock, _step_callbacks
-    clock = StepClock(max_steps=n + 5)
-    with tempfile.TemporaryDirectory() as d:
-        train(cfg.replace(steps=n + 5, checkpoint_every=10**6), d, progress=False, log=None, callbacks=_step_callbacks(clock))
-    times = clock.times
-    return {"s_per_step": statistics.median(times[5:]), "min": min(times[5:]), "max": max(times[5:]), "timed": len(times) - 5}
+    "Median seconds per training step of `cfg` and the steps that fit 10 minutes, from the course loop itself (`training.steps_in_budget`)."
+    from diffusion_course.training import steps_in_budget
+    b = steps_in_budget(cfg, 600, calibration_steps=n, warm_steps=5)
+    return {"s_per_step": b["s_per_step"], "overhead_s": b["overhead_s"], "steps_in_10_min": b["steps"], "timed": n}
 
 
 def sampler_pipeline(pipe, sampler: str):

@@ -54,11 +54,7 @@ def main(argv=None):
     if res["quality"]:
         md += ["", f"Loss over the last 10% of {args.quality_steps} steps (seed 0, same batches): " +
                ", ".join(f"{k} {v['final_loss']:.4f}" for k, v in res["quality"].items())]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    B.write_report(args.out, res, md)
 
 
 if __name__ == "__main__":

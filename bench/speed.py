@@ -112,11 +112,7 @@ def main(argv=None):
           "speed-up = float32's time / the variant's, per round, median [min, max]. A load above the thread count makes the times invalid.", "",
           B.md_table(["variant", "ms/step", "speed-up vs float32", "compile s (first 2 steps)"], rows), "",
           "Command: `python bench/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    B.write_report(args.out, res, md)
 
 
 if __name__ == "__main__":
