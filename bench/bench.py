@@ -19,7 +19,10 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=50, help="sampling steps for FID, the same for all (default 50)")
     p.add_argument("--seeds", type=int, default=3, help="seeds for the course model and the best peer (the other peer: seed 0 only); default 3")
     p.add_argument("--all-seeds", action="store_true", help="run every seed for all three contenders")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:K: where every contender trains and samples")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all logical CPUs)")
+    p.add_argument("--ddpm-batch", type=int, default=4, help="batch of the DDPM-1000 sampling throughput row (default 4: 1,000 steps)")
+    p.add_argument("--ddim-batch", type=int, default=64, help="batch of the DDIM sampling throughput rows (default 64)")
     p.add_argument("--repeats", type=int, default=5, help="repeats of each throughput measurement (default 5)")
     p.add_argument("--ddp-dim", type=int, default=16, help="denoising-diffusion-pytorch Unet dim (default 16)")
     p.add_argument("--contenders", default="course,hf,ddp", help="which contenders (default all three; course must be one)")
@@ -60,14 +63,19 @@ def throughput(C, args, report):
         ips = [bs / t for t in r["times"]]
         base = statistics.median([bs / t for t in rows[("course", bs)]["times"]])
         train.append({"contender": name, "batch": bs, "images_per_s": B.median_spread(ips), "s_per_step": B.median_spread(r["times"]),
-                      "ratio_to_course": statistics.median(ips) / base, "peak_rss_mib": r["peak_rss_mib"], "memory_method": r["memory_method"]})
+                      "ratio_to_course": statistics.median(ips) / base, "peak_mem_mib": r["peak_mem_mib"], "memory_method": r["memory_method"]})
     out["train"] = train
 
     # 2. the hardware limit: FLOPs of one training step (forward + backward, FlopCounterMode) / the step's median time at batch 64
-    m = report["machine"]
+    m, dev = report["machine"], B.device()
     prec = B.course_precision(json.loads(args.course_overrides) if args.course_overrides else None)
     threads = torch.get_num_threads()
-    peak = m["peak_gflops_per_thread"] * threads if m["peak_gflops_per_thread"] else None
+    if dev.type == "cuda":              # the datasheet's dense peak in the course model's precision (bf16 tensor cores, or fp32)
+        g = m["gpu"] or {}
+        tflops = g.get("peak_bf16_tflops") if prec == "bf16" else g.get("peak_fp32_tflops")
+        peak = 1000 * tflops if tflops else None
+    else:
+        peak = m["peak_gflops_per_thread"] * threads if m["peak_gflops_per_thread"] else None
     hw = []
     for name, c in C.items():
         flops = c.flops(64)
@@ -75,17 +83,19 @@ def throughput(C, args, report):
         achieved = flops / t / 1e9
         hw.append({"contender": name, "gflop_per_step": flops / 1e9, "s_per_step": t, "achieved_gflops": achieved,
                    "peak_gflops": peak, "fraction_of_peak": achieved / peak if peak else None})
-    out["hardware"] = {"rows": hw, "threads": threads, "peak_gflops": peak,
+    out["hardware"] = {"rows": hw, "threads": threads, "peak_gflops": peak, "device": dev.type,
                        "note": "FLOPs counted by torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions, 2 per multiply-add; "
                                "elementwise ops, norms and the optimizer are not counted) for the loss's forward and backward; "
                                "time = the whole step of the real loop (optimizer, EMA, callbacks included)" +
                                (f"; the course model trains in bf16 autocast (the demo's mixed_precision='fastest' on this CPU) while the peak is "
-                                "float32's, so its fraction compares with float32's limit, not bf16's; the peers train in float32" if prec == "bf16" else "")}
+                                "float32's, so its fraction compares with float32's limit, not bf16's; the peers train in float32" if prec == "bf16" and dev.type == "cpu" else "") +
+                               (f"; peak: the GPU's datasheet dense {'bf16 tensor-core' if prec == 'bf16' else 'fp32'} throughput ({(m['gpu'] or {}).get('peak_key')}); "
+                                f"all contenders train in {prec}" if dev.type == "cuda" else "")}
 
     # 3. sampling images/s: the same (untrained) demo UNet driven by the course's and diffusers' schedulers through the course pipeline,
     #    and the scheduler's share of a step with the model replaced by an identity
     torch.manual_seed(0)
-    net = demo_config().build_model().eval()
+    net = demo_config().build_model().eval().to(dev)
     net.image_shape = (1, 28, 28)
     ours_ddpm = make_scheduler(demo_config())
     ours_ddim = with_sampler(DDPMPipeline(net, ours_ddpm), "ddim").scheduler
@@ -98,17 +108,17 @@ def throughput(C, args, report):
     for sampler, steps, bs in cases:
         for lib, scheds in (("course", ours), ("diffusers", theirs)):
             sched = scheds[sampler]
-            pipe, ident = DDPMPipeline(net, sched), DDPMPipeline(Identity(), sched, image_shape=(1, 28, 28))
+            pipe, ident = DDPMPipeline(net, sched), DDPMPipeline(Identity().to(dev), sched, image_shape=(1, 28, 28))
             call = lambda p: (lambda: p(bs, steps, generator=torch.Generator().manual_seed(0)))
             reps, warm = (max(1, R // 2), 0) if sampler == "DDPM" else (R, 1)      # 1,000 steps: no warm-up call needed
-            with B.PeakRSS() as mem:
+            with B.peak_memory() as mem:
                 t_model = B.time_calls(call(pipe), reps, warm)
             t_id = B.time_calls(call(ident), reps, warm)
             share = statistics.median(t_id) / statistics.median(t_model)
             sampling.append({"sampler": f"{sampler}-{steps}", "scheduler": lib, "batch": bs, "images_per_s": B.median_spread([bs / t for t in t_model]),
                              "ms_per_step": B.median_spread([1000 * t / steps for t in t_model]),
                              "identity_us_per_step": 1e6 * statistics.median(t_id) / steps, "scheduler_share": share,
-                             "peak_rss_mib": mem.mib})
+                             "peak_mem_mib": mem.mib})
             print(f"  sample {sampler}-{steps} {lib}: {bs / statistics.median(t_model):.1f} images/s, scheduler share {100 * share:.2f}%", flush=True)
     out["sampling"] = sampling
 
@@ -116,17 +126,17 @@ def throughput(C, args, report):
     sizes = []
     for size in (28, 32, 64):
         torch.manual_seed(0)
-        net = demo_config().build_model().train()
+        net = demo_config().build_model().train().to(dev)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-        x, t = torch.randn(64, 1, size, size), torch.randint(0, 1000, (64,))
+        x, t = torch.randn(64, 1, size, size, device=dev), torch.randint(0, 1000, (64,), device=dev)
         def step():
             loss = (net(x, t) - x).pow(2).mean(); loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
         def fwd():
             with torch.no_grad(): net(x, t)
-        with B.PeakRSS() as mem:
+        with B.peak_memory() as mem:
             ts = B.time_calls(step, R)
         tf = B.time_calls(fwd, R)
-        sizes.append({"size": size, "train_s": B.median_spread(ts), "forward_s": B.median_spread(tf), "train_peak_rss_mib": mem.mib})
+        sizes.append({"size": size, "train_s": B.median_spread(ts), "forward_s": B.median_spread(tf), "train_peak_mem_mib": mem.mib})
     base = sizes[0]
     for r in sizes:
         px = (r["size"] / 28) ** 2
@@ -199,8 +209,13 @@ def headline(C, args, report):
             "kid_floor": kid_floor, "demo_vs_floor": demo}
 
 
+def _mem(r: dict, key: str = "peak_mem_mib"):
+    "A peak-memory figure of a row (reports written before the CUDA mode called it peak_rss_mib)."
+    return r.get(key, r.get(key.replace("mem", "rss")))
+
 def markdown(report) -> str:
     a, m = report["args"], report["machine"]
+    g = m.get("gpu") if report.get("device", "cpu").startswith("cuda") else None
     L = [f"# Benchmark: {report['created']}", ""]
     if a.get("note"): L += [f"**{a['note']}**", ""]
     L += [f"Command: `{report['command']}`; total {report['total_s']:.0f} s; load average (1 min) at start {report['load_start']:.2f}, "
@@ -210,7 +225,10 @@ def markdown(report) -> str:
                      [[m["cpu_model"], m["logical_cpus"], m["physical_cores"], f"{m['ghz_used']} GHz", " ".join(m["simd_flags"]),
                        m["torch"], f"{m['torch_threads']} (OMP_NUM_THREADS={m['OMP_NUM_THREADS']})",
                        f"{B.fmt(m['peak_gflops_per_thread'] * a['threads'] if m['peak_gflops_per_thread'] else None, 1)} GFLOP/s"]]), "",
-          f"Peak assumption: {m['peak_assumption']}. diffusers {m['diffusers']}, denoising-diffusion-pytorch {m['denoising-diffusion-pytorch']}, Python {m['python']}.", ""]
+          *([B.md_table(["GPU (the device used)", "compute capability", "memory", "CUDA", "datasheet dense peak bf16 / fp32"],
+                        [[g["name"], g["capability"], f"{g['memory_gib']:.0f} GiB", g["cuda"],
+                          f"{g['peak_bf16_tflops']} / {g['peak_fp32_tflops']} TFLOP/s" if g["peak_key"] else "not in GPU_PEAK_TFLOPS"]]), ""] if g else []),
+          f"Device: **{report.get('device', 'cpu')}**. Peak assumption (CPU): {m['peak_assumption']}. diffusers {m['diffusers']}, denoising-diffusion-pytorch {m['denoising-diffusion-pytorch']}, Python {m['python']}.", ""]
     h = report.get("headline")
     if h:
         L += [f"## Quality per budget (the headline)", "",
@@ -236,27 +254,28 @@ def markdown(report) -> str:
     t = report.get("throughput")
     if t:
         L += ["## Training throughput", "", f"The real training loop of each contender, {a['repeats']} timed steps after {B.WARM} untimed; "
-              "images/s median [min, max]; ratio to the course model at the same batch, measured in this run; peak RSS: the peak resident memory of the steps "
-              f"above the resident memory just before the first step (data and model not counted, the optimizer's state is; {t['train'][0]['memory_method']}).", "",
-              B.md_table(["contender", "batch", "images/s", "s/step", "ratio to course", "peak RSS MiB"],
+              "images/s median [min, max]; ratio to the course model at the same batch, measured in this run; peak memory: the peak of the steps "
+              f"above the memory just before the first step (data and model not counted, the optimizer's state is; {t['train'][0]['memory_method']}).", "",
+              B.md_table(["contender", "batch", "images/s", "s/step", "ratio to course", "peak memory MiB"],
                          [[r["contender"], r["batch"], B.spread(r["images_per_s"], 1), B.spread(r["s_per_step"], 3), B.fmt(r["ratio_to_course"]),
-                           B.fmt(r["peak_rss_mib"], 0)] for r in t["train"]]), "",
-              "## The hardware limit", "", t["hardware"]["note"] + f"; peak = {t['hardware']['threads']} threads x {m['ghz_used']} GHz x {m['flops_per_cycle']} FLOP/cycle.", "",
+                           B.fmt(_mem(r), 0)] for r in t["train"]]), "",
+              "## The hardware limit", "", t["hardware"]["note"] + (f"; peak = {t['hardware']['threads']} threads x {m['ghz_used']} GHz x {m['flops_per_cycle']} FLOP/cycle."
+                                                              if t["hardware"].get("device", "cpu") == "cpu" else "."), "",
               B.md_table(["contender", "GFLOP per step (batch 64)", "s/step", "achieved GFLOP/s", "peak GFLOP/s", "fraction of peak"],
                          [[r["contender"], B.fmt(r["gflop_per_step"]), B.fmt(r["s_per_step"], 3), B.fmt(r["achieved_gflops"], 1), B.fmt(r["peak_gflops"], 1),
                            f"{100 * r['fraction_of_peak']:.1f}%" if r["fraction_of_peak"] else "-"] for r in t["hardware"]["rows"]]), "",
               "## Sampling throughput and the scheduler's share", "",
               "The same untrained demo UNet through the course's `DDPMPipeline`, with the course's schedulers and diffusers' (built from the same config). "
               "Scheduler share: the time of the same loop with the model replaced by an identity over the time with the model (goal < 2%). "
-              f"Peak RSS: the peak resident memory of the timed calls above the memory before them. DDPM-1000 with batch {a['ddpm_batch']} (fewer images: 1,000 steps), DDIM with batch {a['ddim_batch']}.", "",
-              B.md_table(["sampler", "scheduler", "batch", "images/s", "ms/step", "identity loop us/step", "scheduler share", "< 2%", "peak RSS MiB"],
+              f"Peak memory: the peak of the timed calls above the memory before them. DDPM-1000 with batch {a['ddpm_batch']} (fewer images: 1,000 steps), DDIM with batch {a['ddim_batch']}.", "",
+              B.md_table(["sampler", "scheduler", "batch", "images/s", "ms/step", "identity loop us/step", "scheduler share", "< 2%", "peak memory MiB"],
                          [[r["sampler"], r["scheduler"], r["batch"], B.spread(r["images_per_s"], 2), B.spread(r["ms_per_step"], 2), B.fmt(r["identity_us_per_step"], 0),
-                           f"{100 * r['scheduler_share']:.2f}%", "yes" if r["scheduler_share"] < 0.02 else "no", B.fmt(r["peak_rss_mib"], 0)] for r in t["sampling"]]), "",
+                           f"{100 * r['scheduler_share']:.2f}%", "yes" if r["scheduler_share"] < 0.02 else "no", B.fmt(_mem(r), 0)] for r in t["sampling"]]), "",
               "## Time against image size (course UNet, batch 64)", "",
               "A training step (forward, backward, AdamW) and a sampling forward pass of the demo UNet on random images; median [min, max] seconds.", "",
-              B.md_table(["size", "pixels vs 28x28", "train step s", "x 28x28", "forward s", "x 28x28", "train peak RSS MiB"],
+              B.md_table(["size", "pixels vs 28x28", "train step s", "x 28x28", "forward s", "x 28x28", "train peak memory MiB"],
                          [[f"{r['size']}x{r['size']}", B.fmt(r["pixels_ratio"]), B.spread(r["train_s"], 3), B.fmt(r["train_time_ratio"]), B.spread(r["forward_s"], 3),
-                           B.fmt(r["forward_time_ratio"]), B.fmt(r["train_peak_rss_mib"], 0)] for r in t["image_size"]]), ""]
+                           B.fmt(r["forward_time_ratio"]), B.fmt(_mem(r, "train_peak_mem_mib"), 0)] for r in t["image_size"]]), ""]
     L += ["## Phase times", "", B.md_table(["phase", "seconds", "load at end"], [[k, f"{v['seconds']:.0f}", f"{v['load']:.2f}"] for k, v in report["phases"].items()]), ""]
     return "\n".join(L)
 
@@ -276,13 +295,23 @@ def main(argv=None):
     args = parse_args(argv)
     B.require_ddp()
     import torch
+    if args.device != "auto":
+        try: dev = torch.device(args.device)
+        except RuntimeError: sys.exit(f"bench: --device {args.device!r} is not a device name: use auto, cpu, cuda or cuda:K")
+        if dev.type not in ("cpu", "cuda"): sys.exit(f"bench: --device {args.device!r}: the bench runs on cpu or cuda")
+        if dev.type == "cuda" and not torch.cuda.is_available(): sys.exit("bench: --device cuda, but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
+        if dev.type == "cuda" and dev.index is not None: torch.cuda.set_device(dev)
+        os.environ["DIFFUSION_COURSE_DEVICE"] = str(dev)          # the course loop and every contender use default_device()
+    elif B.device().type not in ("cpu", "cuda"):
+        print(f"bench: the default device is {B.device()}, which the bench cannot time or measure: running on the CPU (--device cuda for a GPU)", flush=True)
+        os.environ["DIFFUSION_COURSE_DEVICE"] = "cpu"
+    report_device = str(B.device())
     args.threads = args.threads or B.machine()["logical_cpus"]
     torch.set_num_threads(args.threads)
-    args.ddpm_batch, args.ddim_batch = 4, 64
     warnings.filterwarnings("ignore", category=FutureWarning)
     t_start = time.perf_counter()
     report = {"t0": t_start, "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": " ".join(["python"] + sys.argv),
-              "args": vars(args), "machine": B.machine(), "load_start": B.loadavg(), "phases": {}}
+              "args": vars(args), "machine": {**B.machine(), "gpu": B.gpu()}, "device": report_device, "load_start": B.loadavg(), "phases": {}}
     C = B.contenders(args.ddp_dim, json.loads(args.course_overrides) if args.course_overrides else None)
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     if "course" not in names or any(n not in C for n in names): sys.exit(f"bench: --contenders must name course and any of hf, ddp, got {args.contenders!r}")
@@ -290,7 +319,7 @@ def main(argv=None):
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     for s in sections:
         if s not in ("throughput", "headline"): sys.exit(f"bench: unknown section {s!r}: choose from throughput, headline")
-    print(f"bench: {args.threads} threads, budget {args.budget:g} s, N={args.n}, {args.steps} sampling steps, {args.seeds} seeds; load {report['load_start']:.2f}", flush=True)
+    print(f"bench: device {report_device}, {args.threads} threads, budget {args.budget:g} s, N={args.n}, {args.steps} sampling steps, {args.seeds} seeds; load {report['load_start']:.2f}", flush=True)
     for s in sections:
         t0 = time.perf_counter()
         print(f"bench: {s} ...", flush=True)

@@ -1,5 +1,9 @@
 """Shared parts of the benchmark (issue 13): the machine, timers, peak memory, the three contenders, and the tables.
 
+Every part runs on the device `diffusion_course.core.default_device()` names (`bench.py --device` sets it through
+$DIFFUSION_COURSE_DEVICE): on CUDA the timers synchronise the device before reading the clock and peak memory is
+`torch.cuda.max_memory_allocated`; on the CPU peak memory is the process's resident memory.
+
 The three contenders, each trained for the same wall-clock budget and scored by the course's shared evaluation (chapter 05b):
   course    the demo model: `demo_config()`'s 280k-parameter UNet, trained by the course loop `training.train`
   hf        diffusers' `UNet2DModel` in the Hugging Face course's 28x28 configuration, trained by the same course loop
@@ -77,6 +81,33 @@ def machine() -> dict:
     info["peak_gflops_machine"] = ghz * per_cycle * logical if ghz else None
     return info
 
+# Peak dense throughput (TFLOP/s) of GPUs from their makers' datasheets: (bf16 tensor cores without sparsity, fp32 without tensor cores).
+# A GPU not listed gets no peak (the hardware table then shows achieved FLOP/s only).
+GPU_PEAK_TFLOPS = {"H200": (989.0, 67.0), "H100 SXM": (989.0, 67.0), "H100 PCIe": (756.0, 51.0), "H100 NVL": (835.0, 60.0),
+                   "A100": (312.0, 19.5), "L40S": (362.0, 91.6), "L4": (121.0, 30.3), "A10": (125.0, 31.2)}
+
+def gpu() -> dict | None:
+    "The CUDA device torch uses (name, compute capability, memory, count) and its datasheet peak, or None without CUDA."
+    if not torch.cuda.is_available(): return None
+    i = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(i)
+    name = props.name
+    key = next((k for k in sorted(GPU_PEAK_TFLOPS, key=len, reverse=True) if all(w in name for w in k.split())), None)
+    bf16, fp32 = GPU_PEAK_TFLOPS[key] if key else (None, None)
+    return {"name": name, "capability": f"{props.major}.{props.minor}", "memory_gib": props.total_memory / 2**30, "count": torch.cuda.device_count(),
+            "peak_key": key, "peak_bf16_tflops": bf16, "peak_fp32_tflops": fp32, "bf16_supported": torch.cuda.is_bf16_supported(),
+            "cuda": torch.version.cuda}
+
+def device():
+    "The device the bench runs on: the course's `default_device()` ($DIFFUSION_COURSE_DEVICE, else CUDA when available, else CPU)."
+    from diffusion_course.core import default_device
+    return default_device()
+
+def sync(dev=None) -> None:
+    "Wait for the device's queued work (CUDA runs asynchronously: a clock read without this measures the launch, not the work)."
+    dev = torch.device(dev) if dev is not None else device()
+    if dev.type == "cuda": torch.cuda.synchronize(dev)
+
 def loadavg() -> float:
     try: return os.getloadavg()[0]
     except OSError: return float("nan")
@@ -118,12 +149,32 @@ class PeakRSS:
         self.mib = max(0, peak - self.start) / 1024
         return False
 
-def time_calls(fn, repeats: int, warmup: int = 1) -> list[float]:
-    "Wall-clock seconds of `repeats` calls of `fn` after `warmup` untimed calls."
+class PeakCUDA:
+    "Peak memory allocated by torch on the CUDA device during a block, above what was allocated at its start (MiB)."
+    method = "torch.cuda.max_memory_allocated above memory_allocated at the start (tensors only; the caching allocator reserves more)"
+    def __init__(self, dev=None): self.dev = dev
+    def __enter__(self):
+        sync(self.dev)
+        torch.cuda.reset_peak_memory_stats(self.dev)
+        self.start = torch.cuda.memory_allocated(self.dev)
+        return self
+    def __exit__(self, *exc):
+        sync(self.dev)
+        self.mib = max(0, torch.cuda.max_memory_allocated(self.dev) - self.start) / 2**20
+        return False
+
+def peak_memory(dev=None):
+    "A context manager measuring the block's peak memory on `dev` (default: the bench's device): `PeakCUDA` on CUDA, else `PeakRSS`."
+    dev = torch.device(dev) if dev is not None else device()
+    return PeakCUDA(dev) if dev.type == "cuda" else PeakRSS()
+
+def time_calls(fn, repeats: int, warmup: int = 1, dev=None) -> list[float]:
+    "Wall-clock seconds of `repeats` calls of `fn` after `warmup` untimed calls (the device synchronised before each clock read)."
+    dev = torch.device(dev) if dev is not None else device()
     for _ in range(warmup): fn()
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter(); fn(); out.append(time.perf_counter() - t0)
+        sync(dev); t0 = time.perf_counter(); fn(); sync(dev); out.append(time.perf_counter() - t0)
     return out
 
 
@@ -161,17 +212,21 @@ def _step_callbacks(clock):
 class StepClock:
     """Times each training step; raises `StopTraining` before a step once `max_steps` are timed, or once `seconds` have passed
     since the first step (and at least `min_steps` are timed)."""
-    def __init__(self, max_steps=None, seconds=None, min_steps: int = 3, on_first=None):
+    def __init__(self, max_steps=None, seconds=None, min_steps: int = 3, on_first=None, dev=None):
         self.max_steps, self.seconds, self.min_steps, self.times, self.t0, self.first = max_steps, seconds, min_steps, [], None, None
         self.on_first = on_first          # called before the first step (e.g. to start measuring memory once the data is loaded)
+        self.dev = torch.device(dev) if dev is not None else device()
     def start(self):
         if self.first is None and self.on_first is not None: self.on_first()
+        sync(self.dev)                    # the previous step's queued work belongs to the previous step
         now = time.perf_counter()
         if self.first is None: self.first = now
         if self.max_steps is not None and len(self.times) >= self.max_steps: raise StopTraining
         if self.seconds is not None and now - self.first > self.seconds and len(self.times) >= self.min_steps: raise StopTraining
         self.t0 = time.perf_counter()
-    def end(self): self.times.append(time.perf_counter() - self.t0)
+    def end(self):
+        sync(self.dev)
+        self.times.append(time.perf_counter() - self.t0)
 
 
 class Contender:
@@ -206,7 +261,7 @@ class CourseLoop(Contender):
         extra = f"; overrides {json.dumps(self.overrides)}" if self.overrides else ""
         net = "demo_config().model (course UNet " + json.dumps(c.model) + ")" if not self.factory else "HF course UNet2DModel (32, 64, 64), layers_per_block 2, attention at 14x14 and 7x7"
         from diffusion_course.training import resolve_mixed_precision
-        prec = resolve_mixed_precision(c.mixed_precision, "cpu")
+        prec = resolve_mixed_precision(c.mixed_precision, device())
         return (f"{net}; course loop training.train ({'bf16 autocast' if prec == 'bf16' else 'float32'}, mixed_precision={c.mixed_precision!r}): "
                 f"AdamW, lr cosine with warm-up min(100, steps/20), EMA {c.ema_decay} (warmed up), "
                 f"grad clip {c.grad_clip}, batch {c.batch_size}, L_simple (epsilon), linear betas, T={c.num_train_timesteps}; "
@@ -231,7 +286,7 @@ class CourseLoop(Contender):
 
     def sample(self, res, n, steps, seed):
         from diffusion_course.checkpoints import pipeline_for
-        return pipeline_for(res.ema_model, res.cfg)(n, steps, generator=torch.Generator().manual_seed(seed)).images
+        return pipeline_for(res.ema_model, res.cfg)(n, steps, generator=torch.Generator().manual_seed(seed)).images.float().cpu()
 
     def flops(self, batch_size=64):
         from torch.utils.flop_counter import FlopCounterMode
@@ -255,7 +310,7 @@ class DDPLoop(Contender):
     lr_default, lr_grid, lr_default_source = 1e-3, (5e-4, 1e-3, 2e-3), "the middle of its grid (its Trainer's default, 1e-4, is meant for 100k steps)"
 
     def __init__(self, dim: int = 16, mixed_precision: str = "no"):
-        self.dim, self.mixed_precision = dim, mixed_precision    # "bf16": its loss under bf16 autocast, as the course loop's (the same precision for all)
+        self.dim, self.mixed_precision = dim, mixed_precision    # "bf16": its loss under bf16 autocast, as the course loop's
 
     def build(self, sampling_steps=None):
         from denoising_diffusion_pytorch import Unet, GaussianDiffusion
@@ -280,9 +335,10 @@ class DDPLoop(Contender):
         from diffusion_course.training import batch_indices
         clock = clock or StepClock()
         t0 = time.perf_counter()
-        images = self.images()
+        dev = device()
+        images = self.images().to(dev)                # on the device once, as the course loop keeps its data
         torch.manual_seed(seed)                       # the init, then every step's t and noise (the library draws from the global RNG)
-        diffusion = self.build()
+        diffusion = self.build().to(dev)
         opt = torch.optim.Adam(diffusion.parameters(), lr=lr, betas=(0.9, 0.99))
         ema = EMA(diffusion, beta=0.995, update_every=10)
         losses = []
@@ -290,8 +346,8 @@ class DDPLoop(Contender):
             for step in range(steps):
                 clock.start()
                 diffusion.train()
-                batch = (images[batch_indices(step, batch_size, len(images), seed)] + 1) / 2
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16"):
+                batch = (images[batch_indices(step, batch_size, len(images), seed).to(dev)] + 1) / 2
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16"):
                     loss = diffusion(batch)
                 loss.backward()
                 nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
@@ -329,14 +385,20 @@ class DDPLoop(Contender):
 
 
 def course_precision(course_overrides=None) -> str:
-    "The precision the course loop resolves for the demo config on this CPU (`mixed_precision=\"fastest\"`: bf16 where native); every contender trains in it."
+    "The precision the course loop resolves for the demo config on the bench's device (`mixed_precision=\"fastest\"`: bf16 where native)."
     from diffusion_course.training import demo_config, resolve_mixed_precision
-    return resolve_mixed_precision(demo_config(**(course_overrides or {})).mixed_precision, "cpu")
+    return resolve_mixed_precision(demo_config(**(course_overrides or {})).mixed_precision, device())
 
-PEER_PRECISION = "no"    # float32: bf16 autocast made both peers slower on the bench machine (hf 1.41 vs 0.85 s/step, ddp 0.92 vs 0.87 at batch 64)
+PEER_PRECISION = "no"    # on the CPU, float32: bf16 autocast made both peers slower on the bench machine (hf 1.41 vs 0.85 s/step, ddp 0.92 vs 0.87 at batch 64)
 
-def contenders(ddp_dim: int = 16, course_overrides=None, peer_precision: str = PEER_PRECISION) -> dict:
-    "The three contenders: the course model in its demo config's precision, the peers in `peer_precision` (their faster one on the bench machine)."
+def peer_precision() -> str:
+    "The peers' precision: float32 on the CPU (`PEER_PRECISION`, their faster one there); on a GPU bf16 where the course model trains in bf16, as a GPU user would train."
+    if device().type == "cpu": return PEER_PRECISION
+    return "bf16" if course_precision() == "bf16" else "no"      # fp16 would need the peers' own loss scaling: float32 there
+
+def contenders(ddp_dim: int = 16, course_overrides=None, peer_precision: str | None = None) -> dict:
+    "The three contenders: the course model in its demo config's precision, the peers in `peer_precision` (default `peer_precision()`)."
+    peer_precision = peer_precision or globals()["peer_precision"]()
     return {"course": CourseLoop("course", "course demo UNet (course loop)", overrides=course_overrides),
             "hf": CourseLoop("hf", "diffusers UNet2DModel, HF course 28x28 (course loop)", factory=HFCourseUNet, lr_default=2e-3,
                              lr_grid=(1e-3, 2e-3, 4e-3), lr_default_source="the middle of its grid, the course loop's lr",
@@ -348,11 +410,11 @@ WARM = 2      # untimed first steps of a timing run (allocations, first-call ove
 
 def step_times(c: Contender, batch_size: int, n_steps: int = None, seconds: float = None, seed: int = 0, lr: float = None) -> dict:
     "Per-step seconds of `c`'s real training loop after `WARM` steps, the peak RSS above the start (MiB), and the overhead of the call outside the steps."
-    mem = PeakRSS()                    # from the first step on: the data, model and optimizer setup are not counted; optimizer state (made at step 1) is
+    mem = peak_memory()                # from the first step on: the data, model and optimizer setup are not counted; optimizer state (made at step 1) is
     clock = StepClock(max_steps=None if n_steps is None else n_steps + WARM, seconds=seconds, min_steps=WARM + 1, on_first=mem.__enter__)
     _, wall = c.run(10**6, lr or c.lr_default, seed, batch_size, clock)
     mem.__exit__(None, None, None)
-    return {"times": clock.times[WARM:], "all_times": clock.times, "peak_rss_mib": mem.mib, "memory_method": mem.method,
+    return {"times": clock.times[WARM:], "all_times": clock.times, "peak_mem_mib": mem.mib, "memory_method": mem.method,
             "wall": wall, "overhead": wall - sum(clock.times)}
 
 def calibrate(c: Contender, budget: float, seconds: float, lr: float) -> dict:
