@@ -4,7 +4,7 @@ Writes <out>.json (every number, the machine, the settings) and <out>.md (the ta
 See bench/README.md for what each table holds.
 """
 from __future__ import annotations
-import argparse, json, math, os, statistics, sys, time, warnings
+import argparse, json, math, statistics, sys, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,12 +19,10 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=50, help="sampling steps for FID, the same for all (default 50)")
     p.add_argument("--seeds", type=int, default=3, help="seeds for the course model and the best peer (the other peer: seed 0 only); default 3")
     p.add_argument("--all-seeds", action="store_true", help="run every seed for all three contenders")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:K: where every contender trains and samples")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all logical CPUs)")
+    B.add_common_args(p)
     p.add_argument("--ddpm-batch", type=int, default=4, help="batch of the DDPM-1000 sampling throughput row (default 4: 1,000 steps)")
     p.add_argument("--ddim-batch", type=int, default=64, help="batch of the DDIM sampling throughput rows (default 64)")
     p.add_argument("--repeats", type=int, default=5, help="repeats of each throughput measurement (default 5)")
-    p.add_argument("--ddp-dim", type=int, default=16, help="denoising-diffusion-pytorch Unet dim (default 16)")
     p.add_argument("--contenders", default="course,hf,ddp", help="which contenders (default all three; course must be one)")
     p.add_argument("--course-overrides", default="", help='TrainConfig changes for the course model, as JSON, e.g. \'{"ema_decay": 0.99}\' (a lever at equal budget)')
     p.add_argument("--lrs", default=str(B.RESULTS / "sweep.json"), help="the learning rates chosen by `make bench-sweep` (used if the file exists)")
@@ -293,22 +291,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--render"]: return render(argv[1])
     args = parse_args(argv)
-    B.require_ddp()
-    import torch
-    if args.device != "auto":
-        try: dev = torch.device(args.device)
-        except RuntimeError: sys.exit(f"bench: --device {args.device!r} is not a device name: use auto, cpu, cuda or cuda:K")
-        if dev.type not in ("cpu", "cuda"): sys.exit(f"bench: --device {args.device!r}: the bench runs on cpu or cuda")
-        if dev.type == "cuda" and not torch.cuda.is_available(): sys.exit("bench: --device cuda, but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
-        if dev.type == "cuda" and dev.index is not None: torch.cuda.set_device(dev)
-        os.environ["DIFFUSION_COURSE_DEVICE"] = str(dev)          # the course loop and every contender use default_device()
-    elif B.device().type not in ("cpu", "cuda"):
-        print(f"bench: the default device is {B.device()}, which the bench cannot time or measure: running on the CPU (--device cuda for a GPU)", flush=True)
-        os.environ["DIFFUSION_COURSE_DEVICE"] = "cpu"
-    report_device = str(B.device())
-    args.threads = args.threads or B.machine()["logical_cpus"]
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    report_device = B.setup(args, "bench")
     t_start = time.perf_counter()
     report = {"t0": t_start, "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": " ".join(["python"] + sys.argv),
               "args": vars(args), "machine": {**B.machine(), "gpu": B.gpu()}, "device": report_device, "load_start": B.loadavg(), "phases": {}}

@@ -11,7 +11,7 @@ The three contenders, each trained for the same wall-clock budget and scored by 
             trained with its own loss, optimizer and EMA (a copy of its `Trainer`'s step, which only reads image folders)
 """
 from __future__ import annotations
-import contextlib, functools, json, math, os, platform, re, statistics, sys, tempfile, time, warnings
+import functools, json, math, os, platform, re, statistics, sys, tempfile, time, warnings
 from pathlib import Path
 
 import torch
@@ -107,6 +107,30 @@ def sync(dev=None) -> None:
     "Wait for the device's queued work (CUDA runs asynchronously: a clock read without this measures the launch, not the work)."
     dev = torch.device(dev) if dev is not None else device()
     if dev.type == "cuda": torch.cuda.synchronize(dev)
+
+def add_common_args(p) -> None:
+    "The options every bench script that trains contenders shares: --device, --threads, --ddp-dim."
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:K: where every contender trains and samples")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all logical CPUs)")
+    p.add_argument("--ddp-dim", type=int, default=16, help="denoising-diffusion-pytorch Unet dim (default 16)")
+
+def setup(args, name: str) -> str:
+    "Check the third contender's package, set the torch threads and the device (`$DIFFUSION_COURSE_DEVICE`, read by `default_device()`); return the device's name."
+    require_ddp()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    args.threads = args.threads or machine()["logical_cpus"]
+    torch.set_num_threads(args.threads)
+    if args.device != "auto":
+        try: dev = torch.device(args.device)
+        except RuntimeError: sys.exit(f"{name}: --device {args.device!r} is not a device name: use auto, cpu, cuda or cuda:K")
+        if dev.type not in ("cpu", "cuda"): sys.exit(f"{name}: --device {args.device!r}: the bench runs on cpu or cuda")
+        if dev.type == "cuda" and not torch.cuda.is_available(): sys.exit(f"{name}: --device cuda, but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
+        if dev.type == "cuda" and dev.index is not None: torch.cuda.set_device(dev)
+        os.environ["DIFFUSION_COURSE_DEVICE"] = str(dev)          # the course loop and every contender use default_device()
+    elif device().type not in ("cpu", "cuda"):
+        print(f"{name}: the default device is {device()}, which the bench cannot time or measure: running on the CPU (--device cuda for a GPU)", flush=True)
+        os.environ["DIFFUSION_COURSE_DEVICE"] = "cpu"
+    return str(device())
 
 def loadavg() -> float:
     try: return os.getloadavg()[0]

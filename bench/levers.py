@@ -106,7 +106,6 @@ def main(argv=None):
     if not a.name: p.error("--name is needed to train or score")
     from diffusion_course.training import train
     from diffusion_course.checkpoints import load_pipeline
-    from diffusion_course.pipelines import with_sampler
     from diffusion_course.evaluate import evaluate_pipeline
     run = RUNS / a.name
     if not a.score_only:

@@ -5,7 +5,7 @@ bf16 autocast only helps where the CPU multiplies bf16 natively (the `avx512_bf1
 and is slower. Writes <out>.json and <out>.md (default bench/results/precision).
 """
 from __future__ import annotations
-import argparse, json, statistics, sys, time
+import argparse, statistics, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 

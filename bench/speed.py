@@ -15,7 +15,7 @@ sees the same load) in one process; the median over rounds, and the ratio to flo
 Writes <out>.json and <out>.md (default bench/results/speed).
 """
 from __future__ import annotations
-import argparse, contextlib, json, statistics, sys, time
+import argparse, contextlib, statistics, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 

@@ -5,7 +5,7 @@ the headline's number of steps and scored by the shared evaluation; the lowest F
 learning rates feed `make bench`) and sweep.md.
 """
 from __future__ import annotations
-import argparse, json, sys, time, warnings
+import argparse, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,18 +18,13 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=60, help="wall-clock training seconds per run (default 60)")
     p.add_argument("--n", type=int, default=250, help="images per run for FID (default 250, as the headline)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50, as the headline)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all logical CPUs)")
-    p.add_argument("--ddp-dim", type=int, default=16)
+    B.add_common_args(p)
     p.add_argument("--contenders", default="hf,ddp", help="which to sweep (default hf,ddp; add course to sweep it too)")
     p.add_argument("--grid", default="", help="override the grids, e.g. 'hf=5e-4,1e-3,2e-3;ddp=1e-4,3e-4,1e-3'")
     p.add_argument("--out", default=str(B.RESULTS / "sweep"), help="output path without extension (default bench/results/sweep)")
     args = p.parse_args(argv)
-    B.require_ddp()
-    import torch
+    dev = B.setup(args, "sweep")
     from diffusion_course.metrics import load_or_train_classifier
-    args.threads = args.threads or B.machine()["logical_cpus"]
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=FutureWarning)
     C = B.contenders(args.ddp_dim)
     C["course"].lr_grid = (1e-3, 2e-3, 4e-3)
     grids = {name: C[name].lr_grid for name in args.contenders.split(",")}
@@ -52,11 +47,12 @@ def main(argv=None):
     edge = {n: chosen[n] in (min(g), max(g)) for n, g in grids.items()}
     report = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": " ".join(["python"] + sys.argv),
               "budget": args.budget, "n": args.n, "steps": args.steps, "threads": args.threads, "grids": grids, "calibration": cal,
-              "chosen": chosen, "chosen_at_grid_edge": edge, "runs": runs, "machine": B.machine(),
+              "chosen": chosen, "chosen_at_grid_edge": edge, "runs": runs, "machine": {**B.machine(), "gpu": B.gpu()}, "device": dev,
               "total_s": time.perf_counter() - t_start, "load_start": load_start, "load_end": B.loadavg()}
     md = [f"# Learning-rate sweep: {report['created']}", "",
           f"Command: `{report['command']}`; {report['total_s']:.0f} s; load average at start {load_start:.2f}, at end {report['load_end']:.2f}.", "",
-          f"Machine: {report['machine']['cpu_model']}, {report['machine']['logical_cpus']} logical CPUs, torch {report['machine']['torch']}, {args.threads} threads.", "",
+          f"Machine: {report['machine']['cpu_model']}, {report['machine']['logical_cpus']} logical CPUs, torch {report['machine']['torch']}, {args.threads} threads; "
+          f"device {dev}" + (f" ({report['machine']['gpu']['name']})" if dev.startswith("cuda") else "") + ".", "",
           f"Each run: {args.budget:g} s of training (seed 0, batch 64, {args.threads} threads), N = {args.n} images with {args.steps} sampling steps, "
           "the shared evaluation's FID; the lowest FID is chosen and feeds `make bench`.", "",
           B.md_table(["contender", "lr", "steps", "train s", "FID", "floor", "final loss", "chosen"],
@@ -64,11 +60,8 @@ def main(argv=None):
                        "**yes**" if chosen[r["contender"]] == r["lr"] else ""] for r in runs]), ""]
     md += [f"Note: {n}'s best learning rate is at the edge of its grid: widen the grid (--grid)." for n, e in edge.items() if e]
     md += ["", "A short budget favours larger learning rates than a long one would; the chosen values are the best for this budget."]
-    out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n" + "\n".join(md))
-    print(f"sweep: wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    B.write_report(args.out, report, md)
+    print(f"sweep: wrote {Path(args.out).with_suffix('.json')} and {Path(args.out).with_suffix('.md')}")
 
 
 if __name__ == "__main__":

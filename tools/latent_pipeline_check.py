@@ -2,7 +2,6 @@
 image-to-image, inpainting and DDIM. `python tools/latent_pipeline_check.py save` before the change, `... check` after: it prints
 the largest difference per case (0.0 = bit-identical). Needs the cached run of `text2img_config()` (chapter 13, `make nb`)."""
 import sys, torch
-from pathlib import Path
 from diffusion_course.checkpoints import load_pipeline
 from diffusion_course.pipelines import with_sampler
 torch.set_num_threads(1)
