@@ -16,10 +16,11 @@ from .training import TrainConfig, train
 # %% auto #0
 __all__ = ['config_hash', 'model_signature', 'run_dir_for', 'load_or_train']
 
-# %% ../nbs/04e_cache.ipynb #e5d69a5a
+# %% ../nbs/04e_cache.ipynb #2c157058
 _NOT_HASHED = ("checkpoint_every", "sample_every", "sample_inference_steps", "log_every")
 # fields added after runs were first cached: left out of the hash while at these defaults, so that those runs keep their folders
-_HASHED_UNLESS_DEFAULT = {"variance_type": "fixed_small", "objective": "simple", "objective_args": {}, "gradient_accumulation_steps": 1}
+_HASHED_UNLESS_DEFAULT = {"variance_type": "fixed_small", "objective": "simple", "objective_args": {}, "gradient_accumulation_steps": 1,
+                          "classes": None, "init_from": None}
 
 def config_hash(cfg: TrainConfig) -> str:
     "A 12-character hash of the fields of `cfg` that determine the trained weights (the network's class and arguments included)."

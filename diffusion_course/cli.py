@@ -22,7 +22,7 @@ from .demo import run_demo, DEMO_MINUTES, DEMO_COUNT
 __all__ = ['COMMANDS', 'add_config_flags', 'given_config_changes', 'train_config_from_args', 'build_parser', 'cmd_train',
            'cmd_sample', 'cmd_evaluate', 'cmd_demo', 'main']
 
-# %% ../nbs/06_cli.ipynb #d58466ea
+# %% ../nbs/06_cli.ipynb #3d22b86e
 class _Parser(argparse.ArgumentParser):
     "argparse, but errors are one line (no usage dump) raised as `UsageError`."
     def error(self, message): raise UsageError(message)
@@ -38,14 +38,23 @@ def _number(name: str, kind=int, minimum=None):
         return v
     return parse
 
-# %% ../nbs/06_cli.ipynb #e6e2d8a2
+def _int_list(name: str):
+    "An argparse type: comma-separated whole numbers (`--classes 1,3`), with a message naming the option."
+    def parse(s):
+        try: return [int(v) for v in s.split(",")]
+        except ValueError: raise argparse.ArgumentTypeError(f"{name} takes comma-separated whole numbers, e.g. 1,3; got {s!r}") from None
+    return parse
+
+# %% ../nbs/06_cli.ipynb #8b194b96
 _NONNEG = {"warmup_steps", "seed", "sample_every"}
 
 def _field_help() -> dict:
-    "The comment after each field in TrainConfig's source: the flag's help text."
+    "The comment after each field in TrainConfig's source: the flag's help text (none where the source is not installed, e.g. a byte-code-only build)."
     import inspect, re
     out = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
+    try: source = inspect.getsource(TrainConfig)
+    except (OSError, TypeError): return out
+    for line in source.splitlines():
         m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
         if m: out[m.group(1)] = m.group(2)
     return out
@@ -60,6 +69,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         tp = hints[f.name]
         if tp is bool: p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=h)
         elif tp is dict: p.add_argument(flag, type=json.loads, default=None, metavar="JSON", help=h)
+        elif "list" in str(tp): p.add_argument(flag, type=_int_list(flag), default=None, metavar="K,K,...", help=h)
         elif tp in (int, typing.Optional[int]) or "int" in str(tp):
             p.add_argument(flag, type=_number(flag, int, 0 if f.name in _NONNEG else 1), default=None, metavar="N", help=h)
         elif tp is float or "float" in str(tp): p.add_argument(flag, type=_number(flag, float, 0.0), default=None, metavar="X", help=h)
@@ -84,6 +94,10 @@ def train_config_from_args(args) -> TrainConfig | None:
         if not path.is_file(): raise UsageError(f"--config {path}: no such file")
         base = TrainConfig.from_json(path.read_text())
     elif args.preset: base = PRESETS[args.preset](**({"base_run": args.base_run} if args.base_run else {}))
+    elif args.init_from and not args.resume:      # fine-tuning: the source run's configuration, with the typed flags on top
+        src = Path(args.init_from)
+        if not (src / CHECKPOINT).exists(): raise UsageError(f"--init-from {src}: no {CHECKPOINT} there; give the folder of a trained run")
+        base = TrainConfig.from_dict(json.loads(read_checkpoint(src)[1]["config"]))
     elif args.resume:
         if not (Path(args.out) / CHECKPOINT).exists(): raise UsageError(f"cannot resume: {args.out} holds no {CHECKPOINT}; start a new run without --resume")
         base = TrainConfig.from_dict(json.loads(read_checkpoint(args.out)[1]["config"]))

@@ -30,10 +30,10 @@ __all__ = ['LR_SCHEDULES', 'MIXED_PRECISION', 'OBJECTIVES', 'PRESETS', 'ConfigEr
            'DiffusionObjective', 'ClassConditionalObjective', 'make_objective', 'native_bf16',
            'resolve_mixed_precision', 'Backend', 'TrainingDiverged', 'RunExistsError', 'Callback', 'Learner',
            'LRSchedule', 'EMA', 'LossLogger', 'GracefulStop', 'Checkpointer', 'SampleGrids', 'save_loss_plot',
-           'TrainResult', 'run_files', 'train', 'steps_in_budget', 'fashion_mnist_config', 'demo_config',
-           'digits_config', 'check_lr_at', 'check_l_simple']
+           'training_tensors', 'init_source', 'TrainResult', 'run_files', 'train', 'steps_in_budget',
+           'fashion_mnist_config', 'demo_config', 'digits_config', 'check_lr_at', 'check_l_simple']
 
-# %% ../nbs/04d_ddpm_training.ipynb #7a5cc7a0
+# %% ../nbs/04d_ddpm_training.ipynb #d233ba6e
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("auto", "fastest", "no", "bf16", "fp16")
 
@@ -84,6 +84,8 @@ class TrainConfig:
     label_dropout: float = 0.1           # conditional only: probability of replacing a label by the null label
     seed: int = 0                        # seeds the init, the subset and every step's batch, t and noise
     subset: int | None = None            # train on a random subset of this many images
+    classes: list | None = None          # train only on the images of these classes, e.g. [1] (trousers); None: every class
+    init_from: str | None = None         # a run folder whose EMA weights start the network (fine-tuning); its network must be this config's
     checkpoint_every: int = 200          # steps between checkpoints
     sample_every: int = 0                # steps between sample grids in out_dir/samples (0: never)
     sample_inference_steps: int = 100    # sampling steps for those grids
@@ -128,6 +130,11 @@ class TrainConfig:
         need(is_num(self.label_dropout) and 0 <= self.label_dropout < 1, "label_dropout", "in [0, 1)")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an int >= 0")
         need(self.subset is None or (is_int(self.subset) and self.subset > 0), "subset", "None or a positive int")
+        if self.classes is not None:
+            n_classes = DATASET_CLASSES[self.dataset]
+            need(isinstance(self.classes, (list, tuple)) and len(self.classes) > 0 and len(set(self.classes)) == len(self.classes)
+                 and all(is_int(c) and 0 <= c < n_classes for c in self.classes), "classes", f"None or a non-empty list of distinct class numbers in 0..{n_classes - 1}")
+        need(self.init_from is None or (isinstance(self.init_from, str) and self.init_from.strip() != ""), "init_from", "None or the path of a run folder")
         need(is_int(self.checkpoint_every) and self.checkpoint_every > 0, "checkpoint_every", "a positive int")
         need(is_int(self.sample_every) and self.sample_every >= 0, "sample_every", "an int >= 0 (0: never)")
         need(is_int(self.sample_inference_steps) and 0 < self.sample_inference_steps <= self.num_train_timesteps,
@@ -535,7 +542,36 @@ def save_loss_plot(losses, path, cfg: TrainConfig) -> None:
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100)
     atomic_write(path, buf.getvalue())
 
-# %% ../nbs/04d_ddpm_training.ipynb #035cc64d
+# %% ../nbs/04d_ddpm_training.ipynb #e0fa9bcc
+def training_tensors(cfg: TrainConfig) -> tuple:
+    "The training split's (images, labels) for `cfg`: the images of `cfg.classes` only (if set), then a random `cfg.subset` of them (seeded by `cfg.seed`)."
+    if cfg.classes is None: return load_dataset(cfg.dataset, "train", subset=cfg.subset, seed=cfg.seed).tensors
+    tensors = load_dataset(cfg.dataset, "train").tensors
+    if len(tensors) < 2: raise ConfigError(f"TrainConfig.classes needs a dataset with labels; {cfg.dataset!r} has none")
+    keep = torch.isin(tensors[1].long(), torch.tensor(list(cfg.classes)))
+    tensors = tuple(t[keep] for t in tensors)
+    if cfg.subset is not None and cfg.subset < len(tensors[0]):
+        idx = torch.randperm(len(tensors[0]), generator=generator_for(cfg.seed, "subset", "classes"))[:cfg.subset]
+        tensors = tuple(t[idx] for t in tensors)
+    if len(tensors[0]) < cfg.batch_size:
+        raise ConfigError(f"TrainConfig.classes={list(cfg.classes)} leaves {len(tensors[0])} training images, fewer than batch_size={cfg.batch_size}")
+    return tensors
+
+_NETWORK_FIELDS = ("model_class", "model", "conditional", "variance_type", "dataset")   # the fields that decide the network's weights' names and shapes
+
+def init_source(cfg: TrainConfig, check_config: bool = True) -> tuple[dict, Path]:
+    "The checkpoint tensors (and file) of the run folder `cfg.init_from`, after checking (`check_config`) that the run trained the network `cfg` describes."
+    path = Path(cfg.init_from)
+    if not (path / CHECKPOINT).exists():
+        raise MissingFileError(f"TrainConfig.init_from={cfg.init_from!r}: no {CHECKPOINT} there; give the folder of a trained (or checkpointed) run")
+    tensors, meta, file = read_checkpoint(path)
+    if check_config:
+        src = TrainConfig.from_dict(json.loads(meta["config"]))
+        diff = [f"{k}: the run has {getattr(src, k)!r}, this config {getattr(cfg, k)!r}" for k in _NETWORK_FIELDS if getattr(src, k) != getattr(cfg, k)]
+        if diff: raise ConfigError(f"TrainConfig.init_from={cfg.init_from!r} trained another network ({'; '.join(diff)}): fine-tuning keeps the network, so use the run's settings")
+    return tensors, file
+
+# %% ../nbs/04d_ddpm_training.ipynb #f337ab6d
 @dataclass
 class TrainResult:
     "What `train` returns (the same is on disk in `out_dir`)."
@@ -599,13 +635,14 @@ def train(cfg: TrainConfig | None, out_dir, resume: bool = False, overwrite: boo
         done = read_checkpoint(out_dir)[1]["step"] if (out_dir / CHECKPOINT).exists() else "?"
         raise RunExistsError(f"{out_dir} already holds a training run (step {done}): pass resume=True (--resume) to continue it, "
                              f"or overwrite=True (--overwrite) to delete it and start again")
+    init = init_source(cfg, check_config=model is None) if cfg.init_from is not None and ckpt is None else None   # checked before anything is written
     if backend.is_main:
         if overwrite: _clear_run(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
     backend.wait()
-    ds = load_dataset(cfg.dataset, "train", subset=cfg.subset, seed=cfg.seed)
-    data = {"images": ds.tensors[0].to(backend.device)}
-    if cfg.conditional: data["class_labels"] = ds.tensors[1].long().to(backend.device)
+    tensors = training_tensors(cfg)
+    data = {"images": tensors[0].to(backend.device)}
+    if cfg.conditional: data["class_labels"] = tensors[1].long().to(backend.device)
     scheduler = make_scheduler(cfg)
     objective = make_objective(cfg, scheduler)
     data = objective.batch_data(data)
@@ -614,6 +651,7 @@ def train(cfg: TrainConfig | None, out_dir, resume: bool = False, overwrite: boo
         torch.manual_seed(seed_for(cfg.seed, "init"))
         net = model() if callable(model) and not isinstance(model, nn.Module) else (model if model is not None else cfg.build_model())
     net.image_shape = shape
+    if init is not None: load_prefixed(net, init[0], "ema/", init[1])        # fine-tuning: start at the source run's EMA weights
     net.to(backend.device).train()
     trainable = [p for p in net.parameters() if p.requires_grad]     # a frozen part (chapter 12's base UNet) gets no optimizer state
     optimizer = torch.optim.AdamW(trainable, lr=lr_at(cfg, 0), weight_decay=cfg.weight_decay, foreach=True)
@@ -641,18 +679,20 @@ def train(cfg: TrainConfig | None, out_dir, resume: bool = False, overwrite: boo
     ema.image_shape = shape
     return TrainResult(backend.unwrap(net_p).eval(), ema, learn.losses, cfg.steps, out_dir, cfg, info()["seconds"])
 
-# %% ../nbs/04d_ddpm_training.ipynb #52e9cee4
+# %% ../nbs/04d_ddpm_training.ipynb #ccf92984
 class _StepTimer(Callback):
-    "Wall time of each step, from before every other callback to after every other one."
+    "Wall time of each step, from before every other callback to after every other one (on CUDA, after the step's queued work has run)."
     def __init__(self, times: list, end: bool):
         self.times, self.end, self.order = times, end, 10_000 if end else -10_000
+    def _sync(self, learn):
+        if learn.backend.device.type == "cuda": torch.cuda.synchronize(learn.backend.device)   # CUDA returns before the work is done
     def before_step(self, learn):
-        if not self.end: self.times.append(-time.perf_counter())
+        if not self.end: self._sync(learn); self.times.append(-time.perf_counter())
     def after_step(self, learn):
-        if self.end: self.times[-1] += time.perf_counter()
+        if self.end: self._sync(learn); self.times[-1] += time.perf_counter()
 
 def steps_in_budget(cfg: TrainConfig, seconds: float, calibration_steps: int = 20, warm_steps: int = 3, model=None) -> dict:
-    "How many steps of `cfg` fit in `seconds` of wall clock here: `steps`, with the median step time `s_per_step` and the run's fixed cost `overhead_s` from a short run of the same loop."
+    "How many steps of `cfg` fit in `seconds` of wall clock here: `steps`, with the mean step time `s_per_step` and the run's fixed cost `overhead_s` from a short run of the same loop."
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds > 0: raise ConfigError(f"seconds must be a positive number, got {seconds!r}")
     if not isinstance(calibration_steps, int) or calibration_steps < 3: raise ConfigError(f"calibration_steps must be an int >= 3, got {calibration_steps!r}")
     times = []
@@ -662,8 +702,8 @@ def steps_in_budget(cfg: TrainConfig, seconds: float, calibration_steps: int = 2
         train(cfg.replace(steps=n, checkpoint_every=n, sample_every=0), d, progress=False, log=None, model=model,
               callbacks=[_StepTimer(times, False), _StepTimer(times, True)])
         wall = time.perf_counter() - t0
-    s = sorted(times[warm_steps:])[len(times[warm_steps:]) // 2]
-    overhead = max(0.0, wall - n * s)
+    s = sum(times[warm_steps:]) / len(times[warm_steps:])
+    overhead = max(0.0, wall - n * s)          # the first steps' extra time is a fixed cost of the real run too
     return dict(steps=max(1, int((seconds - overhead) / s)), s_per_step=s, overhead_s=overhead, calibration_steps=calibration_steps)
 
 # %% ../nbs/04d_ddpm_training.ipynb #db8c7e92
