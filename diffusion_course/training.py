@@ -679,7 +679,7 @@ def train(cfg: TrainConfig | None, out_dir, resume: bool = False, overwrite: boo
     ema.image_shape = shape
     return TrainResult(backend.unwrap(net_p).eval(), ema, learn.losses, cfg.steps, out_dir, cfg, info()["seconds"])
 
-# %% ../nbs/04d_ddpm_training.ipynb #ccf92984
+# %% ../nbs/04d_ddpm_training.ipynb #55fd0443
 class _StepTimer(Callback):
     "Wall time of each step, from before every other callback to after every other one (on CUDA, after the step's queued work has run)."
     def __init__(self, times: list, end: bool):
@@ -699,7 +699,7 @@ def steps_in_budget(cfg: TrainConfig, seconds: float, calibration_steps: int = 2
     n = calibration_steps + warm_steps
     with tempfile.TemporaryDirectory(prefix="calibrate-") as d:
         t0 = time.perf_counter()
-        train(cfg.replace(steps=n, checkpoint_every=n, sample_every=0), d, progress=False, log=None, model=model,
+        train(cfg.replace(steps=n, sample_every=0), d, progress=False, log=None, model=model,
               callbacks=[_StepTimer(times, False), _StepTimer(times, True)])
         wall = time.perf_counter() - t0
     s = sum(times[warm_steps:]) / len(times[warm_steps:])
