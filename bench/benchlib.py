@@ -415,14 +415,14 @@ def course_precision(course_overrides=None) -> str:
 
 PEER_PRECISION = "no"    # on the CPU, float32: bf16 autocast made both peers slower on the bench machine (hf 1.41 vs 0.85 s/step, ddp 0.92 vs 0.87 at batch 64)
 
-def peer_precision() -> str:
+def default_peer_precision() -> str:
     "The peers' precision: float32 on the CPU (`PEER_PRECISION`, their faster one there); on a GPU bf16 where the course model trains in bf16, as a GPU user would train."
     if device().type == "cpu": return PEER_PRECISION
     return "bf16" if course_precision() == "bf16" else "no"      # fp16 would need the peers' own loss scaling: float32 there
 
 def contenders(ddp_dim: int = 16, course_overrides=None, peer_precision: str | None = None) -> dict:
-    "The three contenders: the course model in its demo config's precision, the peers in `peer_precision` (default `peer_precision()`)."
-    peer_precision = peer_precision or globals()["peer_precision"]()
+    "The three contenders: the course model in its demo config's precision, the peers in `peer_precision` (default `default_peer_precision()`)."
+    peer_precision = peer_precision or default_peer_precision()
     return {"course": CourseLoop("course", "course demo UNet (course loop)", overrides=course_overrides),
             "hf": CourseLoop("hf", "diffusers UNet2DModel, HF course 28x28 (course loop)", factory=HFCourseUNet, lr_default=2e-3,
                              lr_grid=(1e-3, 2e-3, 4e-3), lr_default_source="the middle of its grid, the course loop's lr",
