@@ -83,8 +83,17 @@ def machine() -> dict:
 
 # Peak dense throughput (TFLOP/s) of GPUs from their makers' datasheets: (bf16 tensor cores without sparsity, fp32 without tensor cores).
 # A GPU not listed gets no peak (the hardware table then shows achieved FLOP/s only).
-GPU_PEAK_TFLOPS = {"H200": (989.0, 67.0), "H100 SXM": (989.0, 67.0), "H100 PCIe": (756.0, 51.0), "H100 NVL": (835.0, 60.0),
+GPU_PEAK_TFLOPS = {"H200": (989.0, 67.0), "H200 NVL": (835.0, 60.0), "H100 SXM": (989.0, 67.0), "H100 HBM3": (989.0, 67.0),
+                   "H100 PCIe": (756.0, 51.0), "H100 NVL": (835.0, 60.0),
                    "A100": (312.0, 19.5), "L40S": (362.0, 91.6), "L4": (121.0, 30.3), "A10": (125.0, 31.2)}
+# The keys are matched by words against the name CUDA reports; an H100 SXM calls itself "NVIDIA H100 80GB HBM3", hence "H100 HBM3".
+
+def gpu_peak_key(name: str) -> str | None:
+    """The GPU_PEAK_TFLOPS key each of whose words starts a word of the device's name (split at spaces, hyphens and underscores:
+    "NVIDIA A100-SXM4-80GB" has A100 and SXM4), the longest (most specific) first, or None."""
+    tokens = re.split(r"[\s_-]+", name)
+    return next((k for k in sorted(GPU_PEAK_TFLOPS, key=len, reverse=True)
+                 if all(any(t.startswith(w) for t in tokens) for w in k.split())), None)
 
 def gpu() -> dict | None:
     "The CUDA device torch uses (name, compute capability, memory, count) and its datasheet peak, or None without CUDA."
@@ -92,7 +101,7 @@ def gpu() -> dict | None:
     i = torch.cuda.current_device()
     props = torch.cuda.get_device_properties(i)
     name = props.name
-    key = next((k for k in sorted(GPU_PEAK_TFLOPS, key=len, reverse=True) if all(w in name for w in k.split())), None)
+    key = gpu_peak_key(name)
     bf16, fp32 = GPU_PEAK_TFLOPS[key] if key else (None, None)
     return {"name": name, "capability": f"{props.major}.{props.minor}", "memory_gib": props.total_memory / 2**30, "count": torch.cuda.device_count(),
             "peak_key": key, "peak_bf16_tflops": bf16, "peak_fp32_tflops": fp32, "bf16_supported": torch.cuda.is_bf16_supported(),
