@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_data.ipynb #0e1db20e
 from __future__ import annotations
-import gzip, math, os, socket, struct
+import gzip, os, socket, struct
 from pathlib import Path
 from typing import Callable
 
@@ -12,14 +12,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset, Subset
 
-from .core import data_home, try_call, report_check, LazyRegistry
+from .core import data_home, LazyRegistry
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'FASHION_FILES', 'HOW_TO_GET_FASHION_MNIST', 'DATASETS',
            'DATASET_SHAPES', 'DATASET_CLASSES', 'fashion_mnist_dirs', 'read_idx', 'load_fashion_mnist', 'scale_pixels',
            'take_subset', 'fashion_mnist', 'digits', 'register_dataset', 'load_dataset', 'make_loader', 'gamma_pdf',
-           'gamma_cdf', 'gamma_samples', 'two_moons', 'swiss_roll', 'GaussianRing', 'ensure_fashion_mnist',
-           'check_to_pixels', 'check_ring_sampler', 'check_idx_header']
+           'gamma_cdf', 'gamma_samples', 'two_moons', 'swiss_roll', 'GaussianRing', 'ensure_fashion_mnist']
 
 # %% ../nbs/00b_data.ipynb #699ab80f
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -216,119 +215,3 @@ if __name__ == "__main__":
     import sys
     try: print(f"data: Fashion-MNIST is in {ensure_fashion_mnist()}")
     except FileNotFoundError as e: sys.exit(f"data: {e}")
-
-# %% ../nbs/00b_data.ipynb #7d0d20fc
-def check_to_pixels(fn: Callable) -> bool:
-    "Exercise checker: is `fn(x, max_value)` the inverse of `scale_pixels` (rounded, clamped, uint8)? Prints what is wrong."
-    name, problems = "back to pixels", []
-    g = torch.Generator().manual_seed(0)
-    for max_value in (255, 16):
-        p = torch.arange(max_value + 1, dtype=torch.uint8).repeat(3).reshape(3, 1, 1, max_value + 1)     # every level, [N, 1, H, W]
-        x = scale_pixels(p[:, 0], max_value=float(max_value))
-        jitter = (torch.rand(x.shape, generator=g) - 0.5) * 0.8 / max_value                              # less than half a level
-        over = torch.tensor([1.03, 1.5, -1.04, -2.0]).reshape(1, 1, 1, 4)
-        cases = [("x = scale_pixels(p)", x, p), ("x = scale_pixels(p) + a bit less than half a level", x + jitter, p),
-                 ("samples beyond [-1, 1] (1.03, 1.5, -1.04, -2.0)", over, torch.tensor([max_value, max_value, 0, 0], dtype=torch.uint8).reshape(1, 1, 1, 4))]
-        for what, xin, want in cases:
-            got, err = try_call(fn, xin.clone(), max_value)
-            if err: return report_check(name, [err])
-            if not torch.is_tensor(got) or got.shape != want.shape:
-                return report_check(name, [f"return a tensor shaped like x {tuple(want.shape)}, got {tuple(got.shape) if torch.is_tensor(got) else type(got).__name__}"])
-            if got.dtype != torch.uint8: return report_check(name, [f"return pixels as torch.uint8, got {got.dtype} (convert with .to(torch.uint8) after rounding and clamping)"])
-            if torch.equal(got, want): continue
-            i = int((got.int() - want.int()).abs().flatten().argmax())
-            case = f"max_value = {max_value}, {what}: x = {xin.flatten()[i].item():.4f} gave {got.flatten()[i].item()}, expected {want.flatten()[i].item()}"
-            exact = (xin + 1) / 2 * max_value
-            hint = ""
-            if (got[:, :, :, :1] != 0).any() and what.startswith("x ="): hint = " (x = -1 must give 0: add 1 before scaling)"
-            elif torch.equal(got, exact.floor().clamp(0, max_value).to(torch.uint8)) or torch.equal(got, exact.clamp(0, max_value).to(torch.uint8)):
-                hint = " (round to the nearest level: .to(torch.uint8) truncates, so 15.9999 becomes 15)"
-            elif what.startswith("samples"): hint = f" (clamp to [0, {max_value}] before converting: uint8 cannot hold the overshoot)"
-            elif max_value != 255 and torch.equal(got, ((xin + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)): hint = " (use max_value, not 255)"
-            problems.append(case + hint)
-            break
-        if problems: break
-    return report_check(name, problems)
-
-# %% ../nbs/00b_data.ipynb #47475a62
-def _ring_means(k: int, radius: float, angles: torch.Tensor | None = None) -> torch.Tensor:
-    angles = torch.arange(k) * 2 * math.pi / k if angles is None else angles
-    return radius * torch.stack([angles.cos(), angles.sin()], 1)
-
-def check_ring_sampler(fn: Callable) -> bool:
-    "Exercise checker: does `fn(n, k, radius, std, seed)` sample `GaussianRing(k, radius, std)`? Compares mode shares and distances to the modes. Prints what is wrong."
-    name, problems, n = "ring sampler", [], 20_000
-    for k, radius, std in [(8, 2.0, 0.2), (3, 1.5, 0.3)]:
-        case = f"k = {k}, radius = {radius}, std = {std}"
-        got, err = try_call(fn, n, k, radius, std, 0)
-        if err: return report_check(name, [err])
-        if not torch.is_tensor(got) or tuple(got.shape) != (n, 2): return report_check(name, [f"{case}: return a tensor [n, 2] = [{n}, 2], got {tuple(got.shape) if torch.is_tensor(got) else type(got).__name__}"])
-        x = got.detach().double()
-        d2 = torch.cdist(x, _ring_means(k, radius).double()) ** 2
-        share = torch.bincount(d2.argmin(1), minlength=k).double() / n
-        own = d2.min(1).values
-        share_ok = ((share - 1 / k).abs() < 5 * math.sqrt((1 / k) * (1 - 1 / k) / n)).all()
-        dist_ok = abs(own.mean().item() - 2 * std**2) < 5 * 2 * std**2 / math.sqrt(n)     # |s z|^2 / s^2 is chi-square(2): std 2
-        if share_ok and dist_ok:
-            again, _ = try_call(fn, n, k, radius, std, 0); other, _ = try_call(fn, n, k, radius, std, 1)
-            if not (torch.is_tensor(again) and torch.is_tensor(other)): problems.append(f"{case}: a second call raised or returned no tensor")
-            elif not torch.equal(again, got): problems.append(f"{case}: two calls with seed 0 gave different points; draw everything from a torch.Generator().manual_seed(seed)")
-            elif torch.equal(other, got): problems.append(f"{case}: seeds 0 and 1 gave the same points; seed the generator with `seed`")
-            if problems: break
-            continue
-        slips = {"the modes are at linspace(0, 2 pi, k), which puts two modes at angle 0 (2 pi is 0 again); use 2 pi j / k for j = 0 ... k - 1": torch.linspace(0, 2 * math.pi, k),
-                 "the angles are in degrees; cos and sin take radians (2 pi j / k)": torch.arange(k) * 360.0 / k}
-        hint = ""
-        for msg, angles in slips.items():
-            if (torch.cdist(x, _ring_means(k, radius, angles).double()).min(1).values ** 2).mean() < 1.5 * 2 * std**2: hint = msg
-        if not hint:
-            if own.mean() < 0.01 * std**2: hint = "the points sit on the modes: add the Gaussian noise std * z"
-            elif abs(own.mean().item() - 2 * std**4) < 0.2 * std**4: hint = "the noise is scaled by std ** 2, the variance; scale z by std"
-            elif share.min() < 0.2 / k: hint = f"mode(s) {[j for j in range(k) if share[j] < 0.2 / k]} get (almost) no points: draw j uniformly from 0 ... k - 1 (torch.randint's upper bound is exclusive: randint(0, k))"
-            elif not share_ok: hint = f"mode shares {[round(v, 3) for v in share.tolist()]}, expected {1 / k:.3f} each: draw the mode uniformly"
-            else: hint = f"mean squared distance to the nearest mode {own.mean().item():.4f}, expected 2 std^2 = {2 * std**2:.4f}"
-        problems.append(f"{case}: {hint}")
-        break
-    return report_check(name, problems)
-
-# %% ../nbs/00b_data.ipynb #6ccefaca
-def _write_idx(path, type_code: int, dims: tuple, gz: bool = True) -> Path:
-    "A small IDX file (zero payload) with this header, gzip-compressed if `gz`."
-    raw = bytes([0, 0, type_code, len(dims)]) + struct.pack(">" + "i" * len(dims), *dims) + bytes(int(np.prod(dims)) * np.dtype(_IDX_TYPES[type_code]).itemsize)
-    with (gzip.open if gz else open)(path, "wb") as f: f.write(raw)
-    return Path(path)
-
-def check_idx_header(fn: Callable) -> bool:
-    "Exercise checker: does `fn(path)` return an IDX file's `(type_code, dims)` and raise `ValueError` on a non-IDX file? Prints what is wrong."
-    import tempfile
-    name, problems = "IDX header", []
-    with tempfile.TemporaryDirectory() as d:
-        for type_code, dims in [(0x08, (3, 4, 5)), (0x08, (7,)), (0x0D, (300, 2)), (0x08, (2, 260, 3))]:
-            path = _write_idx(Path(d) / "x-idx-ubyte.gz", type_code, dims)
-            case = f"header type {type_code:#04x}, sizes {dims}"
-            got, err = try_call(fn, path)
-            if err:
-                plain, _ = try_call(fn, _write_idx(Path(d) / "plain-idx-ubyte", type_code, dims, gz=False))
-                if isinstance(plain, (tuple, list)) and len(plain) == 2 and plain[0] == type_code: err += " (the file is gzip-compressed: open it with gzip.open(path, 'rb'))"
-                return report_check(name, [f"{case}: {err}"])
-            try: got = (int(got[0]), tuple(int(v) for v in got[1]))
-            except Exception: return report_check(name, [f"{case}: return a pair (type_code, dims), dims a tuple of ints; got {got!r}"])
-            if got == (type_code, dims): continue
-            hint = ""
-            if got[0] == len(dims): hint = " (the type code is byte 2; byte 3 is the number of dimensions)"
-            elif got[1] == tuple(struct.unpack("<" + "i" * len(dims), struct.pack(">" + "i" * len(dims), *dims))): hint = " (the sizes are big-endian: struct.unpack('>i', ...) or int.from_bytes(b, 'big'))"
-            elif len(got[1]) != len(dims): hint = f" (byte 3 gives the number of sizes: {len(dims)} here)"
-            problems.append(f"{case}: got {got}, expected {(type_code, dims)}{hint}")
-            break
-        if not problems:
-            bad = Path(d) / "not-idx.gz"
-            with gzip.open(bad, "wb") as f: f.write(b"PK\x03\x04" + bytes(16))
-            try: fn(bad); problems.append("a file starting with b'PK\\x03\\x04' (a zip file) must raise a ValueError: check that the first two bytes are zero")
-            except ValueError: pass
-            except Exception as e: problems.append(f"a non-IDX file must raise a ValueError, got {type(e).__name__}: {e}")
-    found = _find_fashion_files("train")
-    if not problems and found is not None:
-        got, err = try_call(fn, found[0])
-        if err or got is None or (int(got[0]), tuple(int(v) for v in got[1])) != (8, (60000, 28, 28)):
-            problems.append(f"Fashion-MNIST's {found[0].name}: got {err or got}, expected (8, (60000, 28, 28))")
-    return report_check(name, problems)

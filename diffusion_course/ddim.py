@@ -17,11 +17,10 @@ from tqdm.auto import tqdm
 from .core import generator_for
 from .ddpm_maths import alpha_bar_at, predict_x0, predict_eps_from_x0, predict_eps_from_v, PREDICTION_TYPES
 from .schedulers import NoiseScheduler, SchedulerOutput, randn_tensor
-from .sampling import try_call, report_check
 
 # %% auto #0
 __all__ = ['predict_eps', 'ddim_mean', 'ddim_sigma', 'DDIMScheduler', 'ddim_invert', 'ddim_decode', 'slerp', 'distillation_x0',
-           'distillation_schedules', 'distillation_gap', 'distill', 'check_ddim_sigma', 'check_ddim_step']
+           'distillation_schedules', 'distillation_gap', 'distill']
 
 # %% ../nbs/07_ddim.ipynb #c9efb9fa
 def predict_eps(xt: torch.Tensor, t, alpha_bar: torch.Tensor, model_output: torch.Tensor, prediction_type: str = "epsilon") -> torch.Tensor:
@@ -44,7 +43,7 @@ def ddim_sigma(alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor, eta: flo
     variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)
     return eta * variance ** 0.5
 
-# %% ../nbs/07_ddim.ipynb #a718e5fe
+# %% ../nbs/07_ddim.ipynb #64e6cc27
 class DDIMScheduler(NoiseScheduler):
     "DDIM (Song et al., 2021) with diffusers' `DDIMScheduler` protocol, arguments and numerics (no thresholding); `eta=0` deterministic, `eta=1` DDPM."
     _table_names = NoiseScheduler._table_names + ("final_alpha_cumprod",)
@@ -71,12 +70,17 @@ class DDIMScheduler(NoiseScheduler):
         alpha_bar_prev = self._alpha_bar_prev(self.prev_timestep_of[t], self.final_alpha_cumprod)
         return alpha_bar_at(self.alphas_cumprod, t, like), alpha_bar_prev.to(like.dtype).reshape((1,) * like.ndim)
 
-    def get_std(self, timestep, eta: float = 0.0) -> torch.Tensor:
-        "$\\sigma_t(\\eta)$ of the step from `timestep` to `previous_timestep(timestep)`."
+    def get_std(self, timestep, predicted_variance: torch.Tensor | None = None, eta: float = 0.0) -> torch.Tensor:
+        "$\\sigma_t(\\eta)$ of the step from `timestep` to `previous_timestep(timestep)` (the same protocol as `DDPMScheduler.get_std`; DDIM has no learned variance)."
+        if predicted_variance is not None: raise ValueError("DDIMScheduler has no learned variance: predicted_variance must be None (sample a learned-variance model with DDPMScheduler)")
         device = timestep.device if torch.is_tensor(timestep) else self.alphas_cumprod.device
         self._move_tables(device)
         t = self._timestep_tensor(timestep, device)
         return ddim_sigma(*self._alpha_bars(t, self.alphas_cumprod[t]), eta)
+
+    def get_variance(self, timestep, predicted_variance: torch.Tensor | None = None, eta: float = 0.0, **step_options) -> torch.Tensor:
+        "$\\sigma_t^2(\\eta)$: the variance of the step `step(..., eta=eta)` takes (0 for deterministic DDIM); other step options do not change it."
+        return self.get_std(timestep, predicted_variance, eta) ** 2
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, eta: float = 0.0, use_clipped_model_output: bool = False,
              generator=None, variance_noise: torch.Tensor | None = None, return_dict: bool = True):
@@ -210,51 +214,3 @@ def distill(teacher: nn.Module, images: torch.Tensor, student_steps: int, steps:
         optimizer.zero_grad(set_to_none=True); loss.backward(); optimizer.step()
         losses.append(loss.detach())
     return student.eval().requires_grad_(False), torch.stack(losses).cpu().tolist()
-
-# %% ../nbs/07_ddim.ipynb #ee42ba70
-def check_ddim_sigma(fn: Callable) -> bool:
-    "Exercise checker: is `fn(alpha_bar_t, alpha_bar_prev, eta)` DDIM's $\\sigma_t(\\eta)$? Compares with `DDIMScheduler.get_std`; prints what is wrong."
-    problems = []
-    for set_alpha_to_one in [True, False]:
-        sch = DDIMScheduler(set_alpha_to_one=set_alpha_to_one); sch.set_timesteps(20)
-        for t in sch.timesteps[::3].tolist() + [int(sch.timesteps[-1])]:
-            t_prev = sch.previous_timestep(t)
-            ab_t = sch.alphas_cumprod[t]
-            ab_prev = sch.alphas_cumprod[t_prev] if t_prev >= 0 else sch.final_alpha_cumprod
-            for eta in [0.0, 0.3, 1.0]:
-                got, err = try_call(fn, ab_t, ab_prev, eta)
-                if err: return report_check("DDIM sigma", [err])
-                want = sch.get_std(t, eta).reshape(())
-                got = torch.as_tensor(got, dtype=want.dtype).reshape(-1)[0] if got is not None else None
-                if got is None or not torch.isfinite(got): problems.append(f"t = {t} -> {t_prev}, eta = {eta}: got {got}, expected {want.item():.6f}")
-                elif abs(got - want) > 1e-5 * max(1.0, want.item()):
-                    hint = ""
-                    if eta and abs(got - want**2) < 1e-6: hint = " (that is sigma^2: take the square root)"
-                    elif eta and abs(got - want / eta) < 1e-6: hint = " (missing the factor eta)"
-                    elif eta and abs(got - eta * (1 - ab_t / ab_prev).sqrt()) < 1e-6: hint = " (that is eta * sqrt(beta) for the jump, DDPM's 'fixed_large': multiply by sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)))"
-                    problems.append(f"t = {t} -> {t_prev}, eta = {eta}: got {got.item():.6f}, expected {want.item():.6f}{hint}")
-                if len(problems) >= 3: return report_check("DDIM sigma", problems)
-    return report_check("DDIM sigma", problems)
-
-# %% ../nbs/07_ddim.ipynb #2872f00d
-def check_ddim_step(fn: Callable) -> bool:
-    "Exercise checker: is `fn(x_t, eps, alpha_bar_t, alpha_bar_prev)` the deterministic (eta = 0) DDIM step for an epsilon model? Prints what is wrong."
-    sch = DDIMScheduler(clip_sample=False); sch.set_timesteps(10)
-    g = torch.Generator().manual_seed(0)
-    x_t, eps = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
-    problems = []
-    for t in [int(t) for t in sch.timesteps[::3]] + [int(sch.timesteps[-1])]:
-        t_prev = sch.previous_timestep(t)
-        ab_t, ab_prev = sch.alphas_cumprod[t], (sch.alphas_cumprod[t_prev] if t_prev >= 0 else sch.final_alpha_cumprod)
-        got, err = try_call(fn, x_t, eps, ab_t, ab_prev)
-        if err: return report_check("DDIM step", [err])
-        if not torch.is_tensor(got) or got.shape != x_t.shape: return report_check("DDIM step", [f"return a tensor shaped like x_t {tuple(x_t.shape)}"])
-        want = sch.step(eps, t, x_t, eta=0.0).prev_sample
-        if (got - want).abs().max() > 1e-4:
-            x0 = (x_t - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
-            hint = ""
-            if (got - ab_prev.sqrt() * x0).abs().max() < 1e-4: hint = ": you return sqrt(alpha_bar_prev) * x0_hat only; add the direction pointing to x_t, sqrt(1 - alpha_bar_prev) * eps"
-            elif (got - x0).abs().max() < 1e-4: hint = ": that is x0_hat; the step goes to noise level t', not to the data"
-            elif (got - (ab_prev.sqrt() * x0 + (1 - ab_t).sqrt() * eps)).abs().max() < 1e-4: hint = ": the direction term uses alpha_bar_t; it must use alpha_bar_prev (the noise level you arrive at)"
-            problems.append(f"t = {t} -> {t_prev}: max |yours - scheduler| = {(got - want).abs().max():.3g}{hint}")
-    return report_check("DDIM step", problems)

@@ -6,19 +6,17 @@
 from __future__ import annotations
 import json, time
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
-from .core import default_device, atomic_write, UsageError, try_call, report_check
+from .core import default_device, atomic_write, UsageError
 from .data import fashion_mnist
 from .metrics import (load_or_train_classifier, classifier_features, classifier_split,
                                       fid_from_features, kid_from_features, inception_score)
 
 # %% auto #0
 __all__ = ['REFERENCE_SETS', 'reference_features', 'held_out_pool', 'held_out_features', 'evaluate_images', 'evaluate_pipeline',
-           'format_evaluation', 'write_evaluation', 'check_better_model', 'check_fid_infinity']
+           'format_evaluation', 'write_evaluation']
 
 # %% ../nbs/05b_evaluate.ipynb #4415e7b0
 REFERENCE_SETS = {"test": "Fashion-MNIST test images"}
@@ -146,54 +144,3 @@ def write_evaluation(result: dict, path, overwrite: bool = False) -> Path:
     if path.exists() and not overwrite:
         raise UsageError(f"{path} already exists; choose another path or pass overwrite=True (--overwrite) to replace it")
     return atomic_write(path, json.dumps(result, indent=2, allow_nan=False) + "\n")
-
-# %% ../nbs/05b_evaluate.ipynb #79a9ad6e
-def check_better_model(fn: Callable) -> bool:
-    "Exercise checker: does `fn(a, b)` return the evaluation ('a' or 'b') with the lower FID, refusing (ValueError) different classifiers or sample counts? Prints what is wrong."
-    name, problems = "comparing evaluations", []
-    def ev(fid, count=1000, config_hash="3f1c0a9b2d4e", floor=None):
-        floor = floor if floor is not None else 1.2 * 1000 / count
-        return dict(fid=fid, fid_floor=floor, kid_mean=fid / 1000, count=count, classifier=dict(config_hash=config_hash, test_accuracy=0.9))
-    for a, b, want in [(ev(12.5), ev(8.1), "b"), (ev(6.0, 5000), ev(9.0, 5000), "a")]:
-        got, err = try_call(fn, a, b)
-        if err: return report_check(name, [err])
-        if got not in ("a", "b"): return report_check(name, [f"return 'a' or 'b', got {got!r}"])
-        if got != want:
-            problems.append(f"FID {a['fid']} (a) against {b['fid']} (b) at the same N: you chose {got!r}; a lower FID is better (unlike the Inception Score)")
-            return report_check(name, problems)
-    refusals = [("scored on different numbers of samples", ev(9.0, 10_000), ev(12.0, 1000), ("count", "N", "sample")),
-                ("scored by different classifiers", ev(9.0, config_hash="3f1c0a9b2d4e"), ev(12.0, config_hash="77aa01c3e5f9"), ("classifier", "hash"))]
-    for what, a, b, words in refusals:
-        try: got = fn(a, b)
-        except ValueError as e:
-            if not any(w in str(e) for w in words): problems.append(f"{what}: your message {str(e)[:80]!r} does not say why; name the reason ({' or '.join(words)})")
-            continue
-        except Exception as e:
-            problems.append(f"{what}: you raised {type(e).__name__}, not a ValueError (UsageError)"); continue
-        why = ("FID is biased upwards by about c/N, so the model evaluated on more samples looks better: compare at the same N "
-               "(or compare KID, which has no such bias)") if "samples" in what else "FID values of different feature extractors are on different scales"
-        problems.append(f"two evaluations {what} were compared (you returned {got!r}): raise a ValueError instead; {why}")
-    return report_check(name, problems)
-
-# %% ../nbs/05b_evaluate.ipynb #8340cb54
-def check_fid_infinity(fn: Callable) -> bool:
-    "Exercise checker: is `fn(counts, fids)` the intercept of the least-squares line of FID against 1/N? Prints what is wrong."
-    name, problems = "FID at infinite N", []
-    counts = [500, 1000, 2000, 5000, 10_000]
-    noise = np.random.default_rng(0).normal(0, 0.05, size=len(counts))
-    for fid_inf, c in [(3.0, 2000.0), (4.5, 600.0)]:
-        fids = [fid_inf + c / n + e for n, e in zip(counts, noise)]
-        want = float(np.polyfit(1 / np.array(counts), fids, 1)[1])
-        got, err = try_call(fn, list(counts), list(fids))
-        if err: return report_check(name, [err])
-        try: got = float(got)
-        except (TypeError, ValueError): return report_check(name, [f"return one number, got {type(got).__name__}"])
-        if abs(got - want) < 1e-6 * max(1.0, abs(want)): continue
-        close = lambda v: abs(got - v) < 1e-6 * max(1.0, abs(v))
-        hint = ""
-        if close(fids[int(np.argmax(counts))]) or close(min(fids)): hint = ": that is the FID at the largest N, which still carries c/N"
-        elif close(float(np.polyfit(np.array(counts, float), fids, 1)[1])): hint = ": that is a line in N; FID is linear in 1/N, and N = infinity is 1/N = 0"
-        elif close(float(np.polyfit(1 / np.array(counts), fids, 1)[0])): hint = ": that is the slope c; return the intercept"
-        problems.append(f"FID_inf = {fid_inf}, c = {c:g} (noisy): got {got:.4g}, expected {want:.4g}{hint}")
-        break
-    return report_check(name, problems)

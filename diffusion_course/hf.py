@@ -6,14 +6,13 @@
 from __future__ import annotations
 import copy
 import sys
-from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import trange
 
-from .core import try_call, report_check
 from .pipelines import DDPMPipeline
 from .checkpoints import make_scheduler
 from .training import (TrainConfig, TrainResult, Backend, Learner, LRSchedule, EMA, LossLogger, make_objective,
@@ -21,8 +20,7 @@ from .training import (TrainConfig, TrainResult, Backend, Learner, LRSchedule, E
 from .metrics import classifier_logits
 
 # %% auto #0
-__all__ = ['diffusers_loss', 'train_with_diffusers', 'sample_images', 'fine_tune', 'class_share', 'accelerate_command',
-           'check_diffusers_loss', 'check_accumulation']
+__all__ = ['diffusers_loss', 'train_with_diffusers', 'sample_images', 'fine_tune', 'class_share', 'accelerate_command']
 
 # %% ../nbs/10_diffusers.ipynb #4dca3b79
 def diffusers_loss(unet: nn.Module, noise_scheduler, clean_images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -87,70 +85,3 @@ def accelerate_command(args: list[str], num_processes: int = 2, mixed_precision:
               "--mixed_precision", mixed_precision, "--dynamo_backend", "no", "--main_process_port", str(main_process_port)]
     if num_processes > 1: launch.insert(3, "--multi_gpu")
     return [*launch, "-m", "diffusion_course.cli", *args]
-
-# %% ../nbs/10_diffusers.ipynb #fbea428d
-def check_diffusers_loss(fn: Callable) -> bool:
-    "Exercise checker: is `fn(unet, noise_scheduler, clean_images, noise, timesteps)` the MSE of a diffusers `UNet2DModel`'s `.sample` on eps, for x_t from `add_noise`? Prints what is wrong."
-    from diffusers import UNet2DModel, DDPMScheduler as TheirDDPM
-    name = "diffusers loss"
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
-                           down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
-    sched = TheirDDPM(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
-    g = torch.Generator().manual_seed(1)
-    x0 = torch.rand(6, 1, 8, 8, generator=g) * 2 - 1
-    noise, t = torch.randn(6, 1, 8, 8, generator=g), torch.randint(0, 1000, (6,), generator=g)
-    got, err = try_call(fn, unet, sched, x0.clone(), noise.clone(), t.clone())
-    if err:
-        hint = " (a UNet2DModel returns an output object: take its `.sample`)" if "UNet2DOutput" in err else ""
-        return report_check(name, [err + hint])
-    if not torch.is_tensor(got) or got.numel() != 1:
-        return report_check(name, [f"return the loss as a one-element tensor, got {type(got).__name__}"])
-    if not got.requires_grad: return report_check(name, ["the loss has no gradient: do not compute it under torch.no_grad or detach it"])
-    ab = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-    with torch.no_grad():
-        mse = lambda x, target, **kw: F.mse_loss(unet(x, t).sample, target, **kw).item()
-        want, value = mse(x_t, noise), got.item()
-        close = lambda v: abs(value - v) < 1e-5 * max(1.0, abs(v))
-        if close(want): return report_check(name, [])
-        hint = ""
-        if close(mse(x_t, x0)): hint = ": the target is the noise eps, not the clean images"
-        elif close(mse(x_t, noise, reduction="sum")): hint = ": that is the sum of the squared errors; take their mean (F.mse_loss)"
-        elif close(mse(x0, noise)): hint = ": the network must see the noised images noise_scheduler.add_noise(clean_images, noise, timesteps), not the clean ones"
-        elif close(mse(noise, noise)): hint = ": the network must see the noised images, not the noise"
-    return report_check(name, [f"loss {value:.6f}, expected {want:.6f}{hint}"])
-
-# %% ../nbs/10_diffusers.ipynb #d6027567
-def check_accumulation(fn: Callable) -> bool:
-    "Exercise checker: does `fn(model, optimizer, micro_batches, loss_fn)` make one optimizer step with the gradient of the whole batch, and zero the gradients? Prints what is wrong."
-    name = "gradient accumulation"
-    def setup():
-        with torch.random.fork_rng():
-            torch.manual_seed(0); model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
-        return model, torch.optim.SGD(model.parameters(), lr=0.1)
-    g = torch.Generator().manual_seed(2)
-    x, y = torch.randn(12, 3, generator=g), torch.randn(12, 1, generator=g)
-    loss_fn = lambda model, batch: F.mse_loss(model(batch[0]), batch[1])
-    ref, opt = setup()
-    loss_fn(ref, (x, y)).backward(); opt.step()
-    problems = []
-    for k in (2, 4):
-        model, opt = setup()
-        _, err = try_call(fn, model, opt, [(x[i::k], y[i::k]) for i in range(k)], loss_fn)
-        if err: return report_check(name, [err])
-        moved = lambda m: [p.detach() - q.detach() for p, q in zip(m.parameters(), setup()[0].parameters())]
-        want, got = moved(ref), moved(model)
-        err = max((a - b).abs().max().item() for a, b in zip(got, want))
-        if err > 1e-6:
-            ratio = sum((a * b).sum() for a, b in zip(got, want)) / sum((b * b).sum() for b in want)
-            hint = ""
-            if abs(ratio - k) < 1e-3: hint = f": the step is {k} times too large; divide each micro-batch's loss by k = {k}"
-            elif all(a.abs().max() < 1e-12 for a in got): hint = ": the weights did not move; call optimizer.step() once, after the last micro-batch"
-            problems.append(f"k = {k}: max |weight change - that of one step on the whole batch| = {err:.2e}{hint}")
-            break
-        if any(p.grad is not None and p.grad.abs().max() > 0 for p in model.parameters()):
-            problems.append(f"k = {k}: the gradients are not zeroed after the step (call optimizer.zero_grad())")
-            break
-    return report_check(name, problems)

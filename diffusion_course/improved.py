@@ -9,8 +9,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from typing import Callable
-from .core import UsageError, try_call, report_check
+from .core import UsageError
 from .ddpm_maths import (gather_at, posterior_coefficients, q_posterior_mean_variance, q_sample, normal_kl, snr,
                                          discretized_gaussian_log_likelihood, predict_x0, prediction_target, x0_loss_weight, learned_range_log_variance)
 from .schedulers import VARIANCE_TYPES
@@ -19,8 +18,8 @@ from .training import DiffusionObjective, register_objective
 # %% auto #0
 __all__ = ['EQUAL_BUDGET_STEPS', 'respaced_betas', 'reverse_log_variance_bounds', 'reverse_log_variance', 'split_model_output',
            'p_mean_log_variance', 'vlb_terms', 'prior_bits_per_dim', 'HybridObjective', 'stratified_timesteps',
-           'NLLResult', 'nll_bits_per_dim', 'LossHistorySampler', 'VLBObjective', 'min_snr_weight', 'MinSNRObjective',
-           'equal_budget_configs', 'check_respaced_betas', 'check_min_snr_weight']
+           'NLLResult', 'nll_bits_per_dim', 'multinomial_draws', 'LossHistorySampler', 'VLBObjective', 'min_snr_weight',
+           'MinSNRObjective', 'equal_budget_configs']
 
 # %% ../nbs/08_improved.ipynb #8e6e773d
 def respaced_betas(alpha_bar: torch.Tensor, timesteps) -> torch.Tensor:
@@ -154,36 +153,70 @@ def nll_bits_per_dim(model: nn.Module, images: torch.Tensor, alpha_bar: torch.Te
     return NLLResult(torch.cat(totals), torch.arange(T)[seen], (sums[seen] / counts[seen]).float(), (squares[seen] / counts[seen]).float(),
                      torch.cat(priors), torch.cat(decoders))
 
-# %% ../nbs/08_improved.ipynb #0c8412dc
+# %% ../nbs/08_improved.ipynb #6cc1c506
+def multinomial_draws(probabilities: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """`n` indices drawn with replacement in proportion to the float64 `probabilities`, on their device: on the CPU, number for number
+    `torch.multinomial(probabilities, n, replacement=True, generator=generator)`. The generator's uniforms are drawn on its own device
+    (as diffusers' `randn_tensor` does) and copied to the probabilities', which never leave theirs: no host read, even with a CPU generator."""
+    if probabilities.dtype != torch.float64: raise UsageError(f"probabilities must be float64, got {probabilities.dtype}")
+    to_device = lambda x: x.to(probabilities.device, non_blocking=True)   # host-to-device from pageable memory: safe, and no wait for the GPU
+    if n == 1:   # torch.multinomial's path for one draw: argmax of p / q with q ~ Exp(1)
+        q = torch.empty(probabilities.shape, dtype=torch.float64, device=generator.device).exponential_(1, generator=generator)
+        return (probabilities / to_device(q)).argmax(-1, keepdim=True)
+    cdf = probabilities.cumsum(-1)
+    cdf = cdf / cdf[-1]
+    cdf[-1] = 1                                   # as torch.multinomial does: the last bucket ends at exactly 1
+    u = torch.rand(n, dtype=torch.float64, device=generator.device, generator=generator)
+    return torch.searchsorted(cdf, to_device(u))  # inverse CDF: the first t with cdf[t] >= u, torch.multinomial's binary search
+
 class LossHistorySampler:
     """Importance sampling of t for $L_\\text{vlb}$: $p_t \\propto \\sqrt{\\mathbb{E}[L_t^2]}$ over the last `history` values of each $L_t$,
-    mixed with `uniform_prob` of the uniform distribution; uniform until every t has `history` values."""
+    mixed with `uniform_prob` of the uniform distribution; uniform until every t has `history` values. The history lives on the device
+    of the losses it records (`to`, or the first `weights`/`update`), and no method reads it on the host: a training step never waits for the GPU here."""
     def __init__(self, T: int, history: int = 10, uniform_prob: float = 0.001):
         self.T, self.history, self.uniform_prob = T, history, uniform_prob
         self.losses = torch.zeros(T, history, dtype=torch.float64)
         self.counts = torch.zeros(T, dtype=torch.long)
 
+    def to(self, device) -> LossHistorySampler:
+        "Move the history to `device` (a no-op where it already is)."
+        self.losses, self.counts = self.losses.to(device), self.counts.to(device)
+        return self
+
     @property
-    def warmed_up(self) -> bool: return bool((self.counts >= self.history).all())
+    def warmed_up(self) -> torch.Tensor:
+        "Whether every t has `history` values: a 0-d bool tensor on the history's device (`bool()` of it reads it on the host)."
+        return (self.counts >= self.history).all()
 
     def probabilities(self) -> torch.Tensor:
-        "$p_t$ for t = 0..T-1."
-        if not self.warmed_up: return torch.full((self.T,), 1 / self.T, dtype=torch.float64)
+        "$p_t$ for t = 0..T-1; `torch.where`, not a Python `if`, chooses the uniform distribution before the warm-up ends."
         w = self.losses.square().mean(1).sqrt()
-        return (1 - self.uniform_prob) * w / w.sum() + self.uniform_prob / self.T
+        importance = (1 - self.uniform_prob) * w / w.sum() + self.uniform_prob / self.T
+        return torch.where(self.warmed_up, importance, torch.full_like(importance, 1 / self.T))
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.multinomial(self.probabilities(), n, replacement=True, generator=generator)
+        "`n` timesteps drawn from `probabilities()`, on the history's device (`multinomial_draws`)."
+        return multinomial_draws(self.probabilities(), n, generator)
 
     def weights(self, t: torch.Tensor) -> torch.Tensor:
         "$1 / (T p_t)$: reweighting that keeps $\\mathbb{E}_{t \\sim p}[w_t L_t] = \\frac{1}{T}\\sum_t L_t$."
-        return (1 / (self.T * self.probabilities()[t.cpu()])).float()
+        return (1 / (self.T * self.to(t.device).probabilities()[t])).float()
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
-        "Record each image's $L_t$ (moves them to the CPU: one synchronisation per step on a GPU)."
-        for ti, li in zip(t.cpu().tolist(), losses.detach().double().cpu().tolist()):
-            self.losses[ti, self.counts[ti] % self.history] = li
-            self.counts[ti] += 1
+        """Record each image's $L_t$ in its t's ring buffer, in batch order: a t that appears k times fills its next k slots
+        (beyond `history`, the last values stay). Tensor operations on the losses' device."""
+        self.to(losses.device)
+        t, values = t.to(losses.device), losses.detach().double()
+        if len(t) == 0: return
+        order = torch.arange(len(t), device=t.device)
+        same_t = t[:, None] == t[None, :]
+        earlier = (same_t & (order[None, :] < order[:, None])).sum(1)       # images before this one in the batch with the same t
+        slot = (self.counts[t] + earlier) % self.history
+        # images that share a slot (a t repeated more than `history` times) all write the last one's value, as the in-order loop
+        # leaves it: the scatter is then exact whatever order the device writes duplicates in (CUDA does not order them)
+        last = torch.where(same_t & (slot[:, None] == slot[None, :]), order[None, :], -1).amax(1)
+        self.losses[t, slot] = values[last]
+        self.counts.index_add_(0, t, torch.ones_like(t))
 
 class VLBObjective(DiffusionObjective):
     """$L_\\text{vlb}$ alone (mean and variance both trained by the bound), estimated as $T\\,L_t$ per image: with `importance_sampling`,
@@ -196,11 +229,18 @@ class VLBObjective(DiffusionObjective):
         self.variance_type = variance_type
         self.sampler = LossHistorySampler(self.T, history) if importance_sampling else None
 
+    def batch_data(self, data: dict) -> dict:
+        "The sampler's history moves to the training device before the first step, so that a resumed run draws t on the same device as an uninterrupted one."
+        if self.sampler is not None: self.sampler.to(data["images"].device)
+        return super().batch_data(data)
+
     def sample_timesteps(self, n, generator):
         return self.sampler.sample(n, generator) if self.sampler is not None else super().sample_timesteps(n, generator)
 
     def state_dict(self) -> dict:
-        return {"losses": self.sampler.losses.clone(), "counts": self.sampler.counts.clone()} if self.sampler is not None else {}
+        "The sampler's history, as CPU tensors (read once per checkpoint, not per step)."
+        if self.sampler is None: return {}
+        return {"losses": self.sampler.losses.to("cpu", copy=True), "counts": self.sampler.counts.to("cpu", copy=True)}
 
     def load_state_dict(self, state: dict) -> None:
         if self.sampler is None: return super().load_state_dict(state)
@@ -209,7 +249,7 @@ class VLBObjective(DiffusionObjective):
     def loss(self, model_output, x0, x_t, t, noise):
         L_t = vlb_terms(model_output, x0.float(), x_t.float(), t, self.alpha_bar(x0.device), self.prediction_type, self.variance_type)
         if self.sampler is None: return self.T * L_t.mean()
-        w = self.sampler.weights(t).to(L_t.device)
+        w = self.sampler.weights(t)
         self.sampler.update(t, L_t)
         return (self.T * w * L_t).mean()
 
@@ -248,44 +288,3 @@ def equal_budget_configs(steps: int = EQUAL_BUDGET_STEPS, **changes) -> dict:
             "x_0 prediction": base.replace(prediction_type="sample"),
             "v prediction": base.replace(prediction_type="v_prediction"),
             "min-SNR weighting (gamma 5)": base.replace(objective="min_snr", objective_args={"snr_gamma": 5.0})}
-
-# %% ../nbs/08_improved.ipynb #576a5893
-def check_respaced_betas(fn: Callable) -> bool:
-    "Exercise checker: is `fn(alpha_bar, timesteps)` the beta of each jump of the subsequence (`respaced_betas`)? Prints what is wrong."
-    from diffusion_course.schedulers import DDPMScheduler
-    problems = []
-    for spacing, n in (("leading", 10), ("trailing", 25), ("linspace", 7)):
-        sched = DDPMScheduler(timestep_spacing=spacing); sched.set_timesteps(n)
-        ab, ts = sched.alphas_cumprod, sched.timesteps
-        got, err = try_call(fn, ab, ts)
-        if err: return report_check("respaced betas", [err])
-        want = respaced_betas(ab, ts)
-        if not torch.is_tensor(got) or got.shape != want.shape:
-            return report_check("respaced betas", [f"return a tensor of {len(ts)} betas, one per jump (got {getattr(got, 'shape', type(got).__name__)})"])
-        if not torch.allclose(got.float(), want, atol=1e-6, rtol=1e-5):
-            hint = ""
-            if torch.allclose(got.float(), sched.betas[ts], atol=1e-6): hint = ": those are the original betas at the kept steps; a jump spans several steps, so use the ratio of alpha_bar at its two ends"
-            elif torch.allclose(got[:-1].float(), want[:-1], atol=1e-6): hint = ": the last jump goes to clean data, where alpha_bar = 1"
-            elif torch.allclose(got[:-1].float(), (1 - ab[ts[1:]] / ab[ts[:-1]]).float(), atol=1e-6): hint = ": the ratio is upside down: alpha_bar at the later (noisier) step over alpha_bar at the earlier one"
-            problems.append(f"{spacing} spacing, {n} steps: got {got[:3].tolist()}..., expected {want[:3].tolist()}...{hint}")
-    return report_check("respaced betas", problems)
-
-# %% ../nbs/08_improved.ipynb #ed0afd54
-def check_min_snr_weight(fn: Callable) -> bool:
-    "Exercise checker: is `fn(alpha_bar_t, prediction_type, gamma)` `min_snr_weight`? Prints what is wrong."
-    ab = torch.linspace(0.001, 0.999, 50)
-    problems = []
-    for ptype in ("epsilon", "sample", "v_prediction"):
-        for gamma in (1.0, 5.0):
-            got, err = try_call(fn, ab, ptype, gamma)
-            if err: return report_check("min-SNR weight", [err])
-            want = min_snr_weight(ab, ptype, gamma)
-            if not torch.is_tensor(got) or got.shape != want.shape: return report_check("min-SNR weight", [f"return a tensor shaped like alpha_bar_t {tuple(ab.shape)}"])
-            if not torch.allclose(got.float(), want, rtol=1e-4, atol=1e-6):
-                s_ = snr(ab).clamp(max=gamma)
-                hint = ""
-                if torch.allclose(got.float(), s_, rtol=1e-4): hint = ": that is the weight on ||x_0 - x0_hat||^2 itself; divide by the weight the target's MSE already puts on it"
-                elif ptype == "v_prediction" and torch.allclose(got.float(), s_ / snr(ab), rtol=1e-4): hint = ": for v the MSE already weighs ||x_0 - x0_hat||^2 by 1 + SNR, not SNR"
-                problems.append(f"{ptype}, gamma = {gamma}: got {got[:2].tolist()}..., expected {want[:2].tolist()}...{hint}")
-                break
-    return report_check("min-SNR weight", problems)

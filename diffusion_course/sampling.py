@@ -13,8 +13,7 @@ import torch
 # %% auto #0
 __all__ = ['uniform', 'normal_log_pdf', 'normal_pdf', 'normal_cdf', 'normal_inv_cdf', 'ks_statistic', 'ks_pvalue',
            'ks_critical_value', 'passes_ks', 'clt_normal', 'inverse_cdf_sample', 'exponential_inv_cdf',
-           'cauchy_inv_cdf', 'numerical_inverse_cdf', 'box_muller_pair', 'box_muller', 'sample_mvn', 'check_box_muller',
-           'laplace_cdf', 'check_laplace_inv_cdf', 'check_cholesky_2x2']
+           'cauchy_inv_cdf', 'numerical_inverse_cdf', 'box_muller_pair', 'box_muller', 'sample_mvn', 'laplace_cdf']
 
 # %% ../nbs/01_sampling.ipynb #1a0be9f7
 def _check_size(size) -> tuple:
@@ -169,85 +168,7 @@ def sample_mvn(mu, Sigma, n: int, generator: torch.Generator | None = None) -> t
     Z = torch.randn(n, d, generator=generator, device=device, dtype=mu.dtype)
     return mu + Z @ L.T
 
-# %% ../nbs/01_sampling.ipynb #deff3b1b
-from .core import try_call, report_check
-
-# %% ../nbs/01_sampling.ipynb #17667297
-def check_box_muller(fn: Callable, n_pairs: int = 100_000, seed: int = 0, alpha: float = 1e-3) -> bool:
-    "Exercise checker: is `fn(n_pairs, generator) -> (Z_0, Z_1)` a correct Box-Muller sampler? Prints what is wrong."
-    out, err = try_call(fn, n_pairs, torch.Generator().manual_seed(seed))
-    if err: return report_check("Box-Muller", [err])
-    if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(torch.is_tensor(t) for t in out)):
-        return report_check("Box-Muller", ["return two tensors (Z_0, Z_1), e.g. `return R * torch.cos(Theta), R * torch.sin(Theta)`"])
-    Z_0, Z_1 = (t.detach().double().cpu().flatten() for t in out)
-    if Z_0.numel() != n_pairs or Z_1.numel() != n_pairs:
-        return report_check("Box-Muller", [f"each output must hold n_pairs = {n_pairs:,} samples, got {Z_0.numel():,} and {Z_1.numel():,}"])
-    if not (torch.isfinite(Z_0).all() and torch.isfinite(Z_1).all()):
-        return report_check("Box-Muller", ["the outputs contain inf or nan: log(0)? `uniform` never returns 0, `torch.rand` can"])
-    problems = []
-    again, _ = try_call(fn, n_pairs, torch.Generator().manual_seed(seed))
-    if again is None or not torch.equal(out[0], again[0]):
-        problems.append("two calls with the same seed give different numbers: draw your uniforms with `generator=generator`")
-    crit = ks_critical_value(n_pairs, alpha)
-    for name, Z in [("Z_0", Z_0), ("Z_1", Z_1), ("(Z_0 + Z_1)/sqrt(2)", (Z_0 + Z_1) / math.sqrt(2))]:
-        D = ks_statistic(Z, normal_cdf)
-        if D > crit: problems.append(f"{name} is not N(0, 1): KS distance {D:.4f} > critical {crit:.4f} (mean {Z.mean():+.3f}, variance {Z.var():.3f}, should be 0 and 1)")
-    # diagnose the three parts: radius, angle, their independence
-    R2, Theta = Z_0**2 + Z_1**2, torch.atan2(Z_1, Z_0)
-    if ks_statistic(R2, lambda s: 1 - torch.exp(-s.clamp_min(0) / 2)) > crit:
-        problems.append(f"the radius is wrong: R^2 = Z_0^2 + Z_1^2 should be exponential with mean 2, yours has mean {R2.mean():.3f}; "
-                        "R = sqrt(-2 ln U_1) gives P(R^2 > s) = exp(-s/2)")
-    if ks_statistic(Theta, lambda t: ((t + math.pi) / (2 * math.pi)).clamp(0, 1)) > crit:
-        problems.append(f"the angle is wrong: atan2(Z_1, Z_0) should be uniform on (-pi, pi], yours covers [{Theta.min():.2f}, {Theta.max():.2f}] "
-                        "unevenly; Theta = 2 pi U_2 covers the whole circle")
-    c = torch.corrcoef(torch.stack([R2, Theta.cos()]))[0, 1].item()
-    if abs(c) > 5 / math.sqrt(n_pairs):
-        problems.append(f"the radius and the angle are dependent (correlation of R^2 and cos(Theta) {c:+.3f}, should be ~0): "
-                        "draw them from two different uniforms")
-    return report_check("Box-Muller", problems)
-
 # %% ../nbs/01_sampling.ipynb #79c9de3c
 def laplace_cdf(x: torch.Tensor) -> torch.Tensor:
     "CDF of the standard Laplace distribution (density exp(-|x|)/2)."
     return torch.where(x < 0, 0.5 * torch.exp(x.clamp_max(0)), 1 - 0.5 * torch.exp(-x.clamp_min(0)))
-
-def check_laplace_inv_cdf(fn: Callable) -> bool:
-    "Exercise checker: is `fn(u)` the inverse CDF of the standard Laplace distribution? Prints what is wrong."
-    u = torch.linspace(1e-6, 1 - 1e-6, 10_001, dtype=torch.float64)
-    x, err = try_call(fn, u)
-    if err: return report_check("Laplace inverse CDF", [err])
-    if not torch.is_tensor(x) or x.shape != u.shape: return report_check("Laplace inverse CDF", [f"return a tensor shaped like u {tuple(u.shape)}, got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}"])
-    x = x.detach().double().cpu()
-    if not torch.isfinite(x).all(): return report_check("Laplace inverse CDF", [f"inf or nan for u = {u[~torch.isfinite(x)][0]:.6f}: check the log's argument on that branch"])
-    problems = []
-    if (x.diff() < 0).any(): problems.append("not increasing in u: an inverse CDF must increase (check the signs)")
-    med = x[len(u) // 2].item()
-    if abs(med) > 1e-6: problems.append(f"F^{{-1}}(1/2) = {med:.4f}, but the median of this symmetric distribution is 0")
-    gap = (laplace_cdf(x) - u).abs()
-    if gap.max() > 1e-8:
-        i = gap.argmax()
-        side = "u < 1/2 (the x < 0 branch)" if u[i] < 0.5 else "u >= 1/2 (the x >= 0 branch)"
-        problems.append(f"F(your x) differs from u by up to {gap.max():.3g}, at u = {u[i]:.4f}, x = {x[i]:.4f}: check {side}")
-    if not problems:
-        samples, err = try_call(inverse_cdf_sample, fn, 200_000, torch.Generator().manual_seed(0), torch.float64)
-        if err: problems.append(err)
-        elif not passes_ks(samples, laplace_cdf, alpha=1e-3): problems.append("samples fail the KS test against the Laplace CDF")
-    return report_check("Laplace inverse CDF", problems)
-
-# %% ../nbs/01_sampling.ipynb #421d743a
-def check_cholesky_2x2(fn: Callable) -> bool:
-    "Exercise checker: does `fn(sigma_1, sigma_2, rho)` return the lower-triangular L with positive diagonal and L L^T = Sigma? Prints what is wrong."
-    problems = []
-    for s1, s2, rho in [(1.0, 1.0, 0.0), (2.0, 0.5, 0.8), (1.5, 3.0, -0.6), (0.3, 0.7, 0.99)]:
-        Sigma = torch.tensor([[s1**2, rho * s1 * s2], [rho * s1 * s2, s2**2]], dtype=torch.float64)
-        L, err = try_call(fn, s1, s2, rho)
-        if err: return report_check("2x2 Cholesky", [err])
-        L = torch.as_tensor(L, dtype=torch.float64).detach().cpu()
-        case = f"sigma_1 = {s1}, sigma_2 = {s2}, rho = {rho}"
-        if L.shape != (2, 2): return report_check("2x2 Cholesky", [f"return a [2, 2] tensor, got shape {tuple(L.shape)}"])
-        if L[0, 1] != 0: problems.append(f"{case}: L[0, 1] = {L[0, 1]:.4f}, but L must be lower triangular (0 above the diagonal)")
-        if (L.diag() <= 0).any(): problems.append(f"{case}: the diagonal {L.diag().numpy().round(4)} must be positive")
-        wrong = [f"(LL^T)[{i},{j}] = {(L @ L.T)[i, j]:.4f} vs Sigma[{i},{j}] = {Sigma[i, j]:.4f}" for i in range(2) for j in range(i + 1)
-                 if abs((L @ L.T)[i, j] - Sigma[i, j]) > 1e-6 * max(1.0, abs(Sigma[i, j].item()))]   # float32 answers are fine
-        if wrong: problems.append(f"{case}: " + "; ".join(wrong))
-    return report_check("2x2 Cholesky", problems)

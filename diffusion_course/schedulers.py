@@ -7,18 +7,16 @@ from __future__ import annotations
 import copy, inspect, json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from .core import try_call, report_check
 from .ddpm_maths import (learned_range_log_variance, make_beta_schedule, alpha_bar_from_betas, alpha_bar_at, q_sample, velocity,
                                          predict_x0, posterior_coefficients, q_posterior_mean_variance, check_prediction_type)
 
 # %% auto #0
 __all__ = ['TIMESTEP_SPACINGS', 'VARIANCE_TYPES', 'SchedulerConfig', 'NoiseScheduler', 'SchedulerOutput', 'DDPMScheduler',
-           'randn_tensor', 'fake_device_loop', 'check_timesteps', 'check_ddpm_step']
+           'randn_tensor', 'fake_device_loop']
 
 # %% ../nbs/03b_schedulers.ipynb #5b26b5f4
 #| code-fold: true
@@ -184,7 +182,7 @@ class NoiseScheduler(_SchedulerConfigMixin):
         self._move_tables(timestep.device)
         return self.prev_timestep_of[timestep.reshape(-1).long()].reshape(timestep.shape)
 
-# %% ../nbs/03b_schedulers.ipynb #1bc9784b
+# %% ../nbs/03b_schedulers.ipynb #d998f55b
 @dataclass
 class SchedulerOutput:
     "What `step` returns: the previous sample $x_{t_{prev}}$ and the predicted clean sample $\\hat x_0$."
@@ -230,8 +228,9 @@ class DDPMScheduler(NoiseScheduler):
         self._move_tables(device)
         return self._std(self._timestep_tensor(timestep, device), predicted_variance)
 
-    def get_variance(self, timestep, predicted_variance: torch.Tensor | None = None) -> torch.Tensor:
-        "The variance $\\sigma^2$ of the step from `timestep` to `previous_timestep(timestep)`."
+    def get_variance(self, timestep, predicted_variance: torch.Tensor | None = None, **step_kwargs) -> torch.Tensor:
+        "The variance $\\sigma^2$ of the step from `timestep` to `previous_timestep(timestep)`: the protocol of every course scheduler (DDIM's takes its `eta`; DDPM's step has no options)."
+        if step_kwargs: raise ValueError(f"DDPMScheduler's step takes no {', '.join(step_kwargs)}")
         return self.get_std(timestep, predicted_variance) ** 2
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, generator=None, return_dict: bool = True):
@@ -288,63 +287,6 @@ def fake_device_loop(scheduler, n_steps: int = 3, shape=(2, 1, 8, 8), device: st
             sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
             devices.append(sample.device)
     return devices
-
-# %% ../nbs/03b_schedulers.ipynb #aec4f272
-def check_timesteps(fn: Callable) -> bool:
-    "Exercise checker: is `fn(num_train_timesteps, num_inference_steps, spacing)` the descending list of timesteps `set_timesteps` picks? Prints what is wrong."
-    name, problems = "timestep spacing", []
-    for spacing in ["leading", "trailing"]:
-        for T, n in [(1000, 10), (1000, 3), (1000, 7), (10, 3), (50, 50)]:
-            sch = DDPMScheduler(num_train_timesteps=T, timestep_spacing=spacing); sch.set_timesteps(n)
-            want = sch.timesteps.tolist()
-            got, err = try_call(fn, T, n, spacing)
-            if err: return report_check(name, [err])
-            try: got = [int(t) for t in (got.tolist() if hasattr(got, "tolist") else got)]
-            except Exception: return report_check(name, [f"return a list of ints, got {type(got).__name__}"])
-            if got == want: continue
-            case = f"{spacing!r}, T = {T}, n = {n}: got {got[:5]}{'...' if len(got) > 5 else ''}, expected {want[:5]}{'...' if n > 5 else ''}"
-            hint = ""
-            if len(got) != n: hint = f" (return n = {n} timesteps, got {len(got)})"
-            elif got == want[::-1]: hint = " (return them in descending order: sampling goes from noise to data)"
-            elif got == [t + 1 for t in want]: hint = " (subtract 1: the timesteps are 0 ... T - 1, so T itself is not one)"
-            elif spacing == "trailing" and got == [int(T - k * T / n) - 1 for k in range(n)]: hint = " (int() rounds down; use round(T - k * T / n))"
-            problems.append(case + hint)
-            break
-    return report_check(name, problems)
-
-# %% ../nbs/03b_schedulers.ipynb #cb950ddf
-def check_ddpm_step(fn: Callable) -> bool:
-    "Exercise checker: is `fn(eps, x_t, alpha_bar_t, alpha_bar_prev, noise)` `DDPMScheduler.step` (epsilon, fixed_small, no clipping) with that noise? Prints what is wrong."
-    name, problems = "DDPM step", []
-    sch = DDPMScheduler(clip_sample=False); sch.set_timesteps(10)
-    g = torch.Generator().manual_seed(0)
-    x_t, eps = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
-    for t in [900, 500, 100, 0]:
-        t_prev = sch.previous_timestep(t)
-        ab_t = sch.alphas_cumprod[t]
-        ab_prev = sch.alphas_cumprod[t_prev] if t_prev >= 0 else torch.tensor(1.0)
-        noise = randn_tensor(x_t.shape, generator=torch.Generator().manual_seed(t))
-        got, err = try_call(fn, eps.clone(), x_t.clone(), ab_t.clone(), ab_prev.clone(), noise.clone())
-        if err: return report_check(name, [err])
-        if not torch.is_tensor(got) or got.shape != x_t.shape: return report_check(name, [f"return a tensor shaped like x_t {tuple(x_t.shape)}, got {tuple(got.shape) if torch.is_tensor(got) else type(got).__name__}"])
-        want = sch.step(eps, t, x_t, generator=torch.Generator().manual_seed(t)).prev_sample
-        gap = (got - want).abs().max().item()
-        if gap < 1e-4: continue
-        beta = 1 - ab_t / ab_prev
-        beta_tilde = (1 - ab_prev) / (1 - ab_t) * beta
-        x0 = (x_t - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
-        mu = ab_prev.sqrt() * beta / (1 - ab_t) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab_t) * x_t
-        close = lambda y: (got - y).abs().max() < 1e-4
-        hint = ""
-        if close(mu): hint = ": that is the posterior mean; add sigma * noise with sigma = sqrt(beta_tilde)"
-        elif close(mu + beta_tilde * noise): hint = ": the noise is scaled by the variance beta_tilde; scale it by the standard deviation sqrt(beta_tilde)"
-        elif close(mu + beta.sqrt() * noise): hint = ": that is sigma = sqrt(beta) ('fixed_large'); 'fixed_small' uses sqrt(beta_tilde) = sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta)"
-        elif close(x0): hint = ": that is x0_hat; the step goes to noise level t', not to the data"
-        elif close(mu - ab_prev.sqrt() * beta / (1 - ab_t) * x0 + ab_prev.sqrt() * beta / (1 - ab_t) * x_t + beta_tilde.sqrt() * noise):
-            hint = ": the first term of the mean multiplies x0_hat, the model's estimate of the clean data, not x_t"
-        problems.append(f"t = {t} -> {t_prev}: max |yours - scheduler| = {gap:.3g}{hint}")
-        if len(problems) >= 2: break
-    return report_check(name, problems)
 
 # %% ../nbs/03b_schedulers.ipynb #9e250db2
 # diffusers DDPMScheduler options we do not implement, with the values at which they do nothing (read by `from_config`)

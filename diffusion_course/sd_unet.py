@@ -5,13 +5,11 @@
 # %% ../nbs/11_unet_internals.ipynb #fb5b7f0e
 from __future__ import annotations
 import math
-from typing import Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .core import try_call, report_check
 from .unet import (timestep_embedding, TimestepMLP, TimestepBlock, ContextBlock, EmbedSequential, ResBlock,
                                    SelfAttention2d, CrossAttention2d, Downsample, Upsample, UNet, count_parameters)
 
@@ -19,7 +17,7 @@ from .unet import (timestep_embedding, TimestepMLP, TimestepBlock, ContextBlock,
 __all__ = ['TIME_MLP_TO_DIFFUSERS', 'TimestepEmbedSequential', 'RESBLOCK_TO_DIFFUSERS', 'ATTENTION_TO_DIFFUSERS',
            'TRANSFORMER_BLOCK_TO_DIFFUSERS', 'SPATIAL_TRANSFORMER_TO_DIFFUSERS', 'shape_summary', 'rename_keys',
            'copy_weights', 'SDResBlock', 'CrossAttention', 'GEGLU', 'FeedForward', 'BasicTransformerBlock',
-           'SpatialTransformer', 'SDUNet', 'check_multihead_attention', 'check_geglu']
+           'SpatialTransformer', 'SDUNet']
 
 # %% ../nbs/11_unet_internals.ipynb #3284279a
 def shape_summary(model: nn.Module, *args, **kwargs) -> torch.Tensor:
@@ -170,59 +168,3 @@ class SDUNet(UNet):
             for i in range(len(blocks)): blocks[i] = rebuild(blocks[i])
         self.mid_block = rebuild(self.mid_block)
         self.config = dict(cfg, transformer_depth=transformer_depth, scale_shift=scale_shift)
-
-# %% ../nbs/11_unet_internals.ipynb #95ade00d
-def check_multihead_attention(fn: Callable) -> bool:
-    "Exercise checker: is `fn(q, k, v, heads)` multi-head attention (`[B, N, h*d]`, `[B, L, h*d]` x2 -> `[B, N, h*d]`)? Prints what is wrong."
-    name, problems = "multi-head attention", []
-    g = torch.Generator().manual_seed(0)
-    for heads, d, N, L in [(4, 8, 6, 5), (1, 16, 3, 7), (2, 4, 5, 5)]:
-        q, k, v = torch.randn(2, N, heads * d, generator=g), torch.randn(2, L, heads * d, generator=g), torch.randn(2, L, heads * d, generator=g)
-        got, err = try_call(fn, q.clone(), k.clone(), v.clone(), heads)
-        if err: return report_check(name, [err])
-        split = lambda u, hd=(heads, d): u.unflatten(-1, hd).transpose(1, 2)
-        merge = lambda o: o.transpose(1, 2).flatten(2)
-        want = merge(F.scaled_dot_product_attention(split(q), split(k), split(v)))
-        if not torch.is_tensor(got) or got.shape != want.shape:
-            return report_check(name, [f"heads = {heads}: got shape {tuple(got.shape) if torch.is_tensor(got) else type(got).__name__}, expected {tuple(want.shape)} = [B, N, h*d]"])
-        if torch.allclose(got, want, atol=1e-5): continue
-        close = lambda y: torch.allclose(got, y, atol=1e-5)
-        soft = lambda s, scale, dim=-1: torch.softmax(s * scale, dim=dim)
-        Q, K, V = split(q), split(k), split(v)
-        hint = ""
-        if close(merge(soft(Q @ K.transpose(-2, -1), 1.0) @ V)): hint = ": the scores are not scaled; divide Q K^T by sqrt(d)"
-        elif close(merge(soft(Q @ K.transpose(-2, -1), 1 / math.sqrt(heads * d)) @ V)): hint = ": scaled by sqrt(h*d); use sqrt(d), the width of one head"
-        elif close(merge(soft(Q @ K.transpose(-2, -1), 1 / d) @ V)): hint = ": scaled by d; use sqrt(d)"
-        elif N == L and close(merge(soft(Q @ K.transpose(-2, -1), 1 / math.sqrt(d), dim=-2) @ V)): hint = ": softmax over the queries; normalise each query's scores over the keys (the last dim)"
-        elif heads > 1 and close(merge(F.scaled_dot_product_attention(*(u.unflatten(-1, (d, heads)).transpose(-1, -2).transpose(1, 2) for u in (q, k, v))))):
-            hint = ": the heads are interleaved columns; head j is the contiguous block of columns j*d .. (j+1)*d - 1 (unflatten to (heads, d))"
-        elif heads > 1 and close(merge(F.scaled_dot_product_attention(*(u[:, None] for u in (q, k, v))))): hint = ": one head over all columns; split into `heads` heads"
-        problems.append(f"heads = {heads}, d = {d}: max |yours - attention| = {(got - want).abs().max():.3g}{hint}")
-        break
-    return report_check(name, problems)
-
-# %% ../nbs/11_unet_internals.ipynb #c6ccb988
-def check_geglu(fn: Callable) -> bool:
-    "Exercise checker: is `fn(x, proj)` the GEGLU of `GEGLU.forward` (value half * GELU(gate half))? Prints what is wrong."
-    name, problems = "GEGLU", []
-    g = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng():
-        torch.manual_seed(0); geglu = GEGLU(8, 12)
-    x = 2 * torch.randn(3, 5, 8, generator=g)
-    with torch.no_grad():
-        got, err = try_call(fn, x.clone(), geglu.proj)
-        if err: return report_check(name, [err])
-        want = geglu(x)
-        if not torch.is_tensor(got) or got.shape != want.shape:
-            return report_check(name, [f"got shape {tuple(got.shape) if torch.is_tensor(got) else type(got).__name__}, expected {tuple(want.shape)} = [.., dim_out]"])
-        if not torch.allclose(got, want, atol=1e-5):
-            value, gate = geglu.proj(x).chunk(2, dim=-1)
-            close = lambda y: torch.allclose(got, y, atol=1e-5)
-            hint = ""
-            if close(gate * F.gelu(value)): hint = ": value and gate are swapped; the first half is the value, GELU goes on the second"
-            elif close(value * F.gelu(gate, approximate="tanh")): hint = ": that is the tanh approximation of GELU; use the exact F.gelu"
-            elif close(value * F.silu(gate)): hint = ": that is SwiGLU (SiLU gate); GEGLU gates with GELU"
-            elif close(value * torch.sigmoid(gate)): hint = ": that is GLU (sigmoid gate); GEGLU gates with GELU"
-            elif close(F.gelu(value) * F.gelu(gate)): hint = ": GELU on both halves; only the gate goes through GELU"
-            problems.append(f"max |yours - GEGLU| = {(got - want).abs().max():.3g}{hint}")
-    return report_check(name, problems)

@@ -6,19 +6,15 @@
 from __future__ import annotations
 import math
 from collections import OrderedDict
-from typing import Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .core import try_call, report_check
-
 # %% auto #0
 __all__ = ['timestep_embedding', 'timesteps_for_batch', 'TimestepMLP', 'TimestepBlock', 'ContextBlock', 'EmbedSequential',
            'ResBlock', 'SelfAttention2d', 'Downsample', 'Upsample', 'class_labels_for_batch', 'check_unet_input',
-           'ConfiguredModel', 'UNet', 'count_parameters', 'DiffusersUNet', 'CrossAttention2d',
-           'check_timestep_embedding', 'check_resblock_forward']
+           'ConfiguredModel', 'UNet', 'count_parameters', 'DiffusersUNet', 'CrossAttention2d']
 
 # %% ../nbs/04a_unet.ipynb #5bdf975a
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -386,72 +382,3 @@ class CrossAttention2d(ContextBlock):
         heads = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)          # [B, N, C]
         return x + self.proj_out(heads).transpose(1, 2).reshape(B, C, H, W)
     def extra_repr(self) -> str: return f"channels={self.channels}, context_dim={self.context_dim}, num_heads={self.num_heads}"
-
-# %% ../nbs/04a_unet.ipynb #4c351062
-def check_timestep_embedding(fn: Callable) -> bool:
-    "Exercise checker: is `fn(t, dim)` the sinusoidal embedding of `timestep_embedding` (max_period 10000)? Prints what is wrong."
-    name, problems = "timestep embedding", []
-    t = torch.tensor([0, 1, 7, 250.5, 999])
-    for dim in [8, 32, 9]:
-        got, err = try_call(fn, t.clone(), dim)
-        if err: return report_check(name, [err])
-        want = timestep_embedding(t, dim)
-        if not torch.is_tensor(got) or got.shape != want.shape:
-            shape = tuple(got.shape) if torch.is_tensor(got) else type(got).__name__
-            hint = " (for odd dim, append a column of zeros)" if torch.is_tensor(got) and dim % 2 and tuple(got.shape) == (len(t), dim - 1) else ""
-            return report_check(name, [f"dim = {dim}: got shape {shape}, expected {tuple(want.shape)} = [B, dim]{hint}"])
-        got = got.detach().float()
-        if torch.allclose(got, want, atol=1e-4): continue
-        h = dim // 2
-        def layout(omega, interleave=False, sin_first=False):
-            a = t.float()[:, None] * omega[None]
-            parts = [a.sin(), a.cos()] if sin_first else [a.cos(), a.sin()]
-            e = torch.stack(parts, -1).flatten(1) if interleave else torch.cat(parts, -1)
-            return F.pad(e, (0, 1)) if dim % 2 else e
-        i = torch.arange(h, dtype=torch.float32)
-        omega = torch.exp(-math.log(10000) * i / h)
-        close = lambda y: torch.allclose(got, y, atol=1e-4)
-        hint = ""
-        if close(layout(omega, sin_first=True)): hint = ": sines first; the course (and guided-diffusion) puts the cosines first"
-        elif close(layout(omega, interleave=True)): hint = ": cos and sin are interleaved; put all h cosines first, then all h sines"
-        elif close(layout(torch.exp(-math.log(10000) * i / (h - 1)))): hint = ": omega_i = 10000^(-i/(h-1)) (diffusers' default shift); use 10000^(-i/h)"
-        elif close(layout(torch.exp(math.log(10000) * i / h))): hint = ": the frequencies grow; omega_i = 10000^(-i/h) decreases from 1 to about 1/10000"
-        elif close(layout(omega * 2 * math.pi)): hint = ": no factor 2 pi: the angle is t * omega_i radians"
-        row = int((got - want).abs().amax(1).argmax())
-        problems.append(f"dim = {dim}, t = {t[row].item():g}: max |yours - timestep_embedding| = {(got - want).abs().max():.3g}{hint}")
-        break
-    return report_check(name, problems)
-
-# %% ../nbs/04a_unet.ipynb #9a4a0896
-def check_resblock_forward(fn: Callable) -> bool:
-    "Exercise checker: does `fn(block, x, emb)` compute `ResBlock.forward` from the block's layers? Prints what is wrong."
-    name, problems = "ResBlock forward", []
-    g = torch.Generator().manual_seed(0)
-    x, emb = torch.randn(2, 16, 8, 8, generator=g), torch.randn(2, 64, generator=g)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        blocks = [ResBlock(16, 16, time_emb_dim=64), ResBlock(16, 32, time_emb_dim=64)]
-    with torch.no_grad():
-        for block in blocks:
-            block.eval()
-            block.conv2.weight.copy_(0.1 * torch.randn(block.conv2.weight.shape, generator=g))
-            case = f"ResBlock({block.in_ch}, {block.out_ch})"
-            got, err = try_call(fn, block, x.clone(), emb.clone())
-            if err: return report_check(name, [f"{case}: {err}"])
-            want = block(x, emb)
-            if not torch.is_tensor(got) or got.shape != want.shape:
-                return report_check(name, [f"{case}: got shape {tuple(got.shape) if torch.is_tensor(got) else type(got).__name__}, expected {tuple(want.shape)}"])
-            if torch.allclose(got, want, atol=1e-5): continue
-            b = block
-            def out(time=lambda e: b.time_proj(F.silu(e)), pre=lambda z, norm: F.silu(norm(z)), skip=True):
-                h = b.conv1(pre(x, b.norm1)) + time(emb)[:, :, None, None]
-                return (b.skip(x) if skip else 0) + b.conv2(b.dropout(pre(h, b.norm2)))
-            close = lambda y: torch.allclose(got, y, atol=1e-5)
-            hint = ""
-            if close(out(time=lambda e: 0 * b.time_proj(e))): hint = ": the time embedding is missing; add time_proj(SiLU(emb)), broadcast as [B, C, 1, 1], to h"
-            elif close(out(time=b.time_proj)): hint = ": apply SiLU to emb before time_proj"
-            elif close(out(skip=False)): hint = ": the skip path is missing; add block.skip(x)"
-            elif close(out(pre=lambda z, norm: norm(F.silu(z)))): hint = ": normalise first, then SiLU: SiLU(GN(x))"
-            problems.append(f"{case}: max |yours - block(x, emb)| = {(got - want).abs().max():.3g}{hint}")
-            break
-    return report_check(name, problems)

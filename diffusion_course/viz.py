@@ -6,18 +6,15 @@
 from __future__ import annotations
 import math
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import matplotlib.pyplot as plt
 from PIL import Image
 
-from .core import try_call, report_check
-
 # %% auto #0
 __all__ = ['to_unit_range', 'image_grid', 'show_images', 'save_image_grid', 'plot_hist_pdf', 'ema_smooth', 'plot_losses',
-           'save_gif', 'check_image_grid', 'check_ema_smooth']
+           'save_gif']
 
 # %% ../nbs/00a_viz.ipynb #e45d3e4a
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -112,70 +109,3 @@ def save_gif(frames, path, nrow: int | None = None, duration_ms: int = 80, scale
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     ims[0].save(path, save_all=True, append_images=ims[1:], duration=duration_ms, loop=0)
     return path
-
-# %% ../nbs/00a_viz.ipynb #7c72a97b
-def check_image_grid(fn: Callable) -> bool:
-    "Exercise checker: does `fn(images, nrow, pad)` tile `images` `[N, C, H, W]` in [-1, 1] like `image_grid`? Prints what is wrong."
-    name = "image grid"
-    g = torch.Generator().manual_seed(0)
-    for n, c, h, w, nrow, pad in [(5, 1, 3, 4, 2, 1), (6, 3, 2, 5, 3, 2), (4, 1, 3, 3, 4, 0), (7, 1, 4, 2, 3, 1)]:
-        images = 1.2 * (2 * torch.rand(n, c, h, w, generator=g) - 1)          # a few values outside [-1, 1]
-        case = f"N={n}, C={c}, H={h}, W={w}, nrow={nrow}, pad={pad}"
-        got, err = try_call(fn, images.clone(), nrow, pad)
-        if err: return report_check(name, [err])
-        want = image_grid(images, nrow=nrow, pad=pad)
-        if not torch.is_tensor(got): return report_check(name, [f"{case}: return a tensor [C, H', W'], got {type(got).__name__}"])
-        if tuple(got.shape) != tuple(want.shape):
-            rows = math.ceil(n / nrow)
-            hint = ""
-            if tuple(got.shape) == (c, nrow * (h + pad) + pad, rows * (w + pad) + pad): hint = " (that grid has nrow rows: nrow is the number of images per row, and there are ceil(N / nrow) rows)"
-            elif got.ndim == 3 and got.shape[-1] == c: hint = " (channels go first: [C, H', W'])"
-            return report_check(name, [f"{case}: shape {tuple(got.shape)}, expected {tuple(want.shape)} = (C, rows * (H + pad) + pad, nrow * (W + pad) + pad){hint}"])
-        got = got.detach().float().cpu()
-        if torch.allclose(got, want, atol=1e-5): continue
-        problems = []
-        if got.min() < -1e-6 or got.max() > 1 + 1e-6:
-            problems.append(f"{case}: values from {got.min():.3f} to {got.max():.3f}; map x to (x + 1) / 2 and clamp to [0, 1]")
-        border = image_grid(-torch.ones(n, c, h, w), nrow=nrow, pad=pad) == 1       # padding and empty slots
-        if not torch.allclose(got[border], want[border]):
-            problems.append(f"{case}: the padding (and the empty slots after the last image) must be white (1.0); found values from {got[border].min():.3f} to {got[border].max():.3f}")
-        col_major = torch.ones_like(want)
-        rows = math.ceil(n / nrow)
-        for i in range(n):      # where image i would land if the tiles were filled column by column
-            r, col = i % rows, i // rows
-            col_major[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = ((images[i] + 1) / 2).clamp(0, 1)
-        if torch.allclose(got, col_major, atol=1e-5):
-            problems.append(f"{case}: the tiles are filled column by column; image i goes to row i // nrow, column i % nrow")
-        if not problems:
-            for i in range(n):
-                r, col = divmod(i, nrow)
-                sl = (slice(None), slice(pad + r * (h + pad), pad + r * (h + pad) + h), slice(pad + col * (w + pad), pad + col * (w + pad) + w))
-                if not torch.allclose(got[sl], want[sl], atol=1e-5):
-                    problems.append(f"{case}: image {i} (row {r}, column {col}) differs from (x + 1) / 2 clamped: max |difference| = {(got[sl] - want[sl]).abs().max():.3f}"); break
-        return report_check(name, problems or [f"{case}: max |yours - image_grid| = {(got - want).abs().max():.3f}"])
-    return report_check(name, [])
-
-# %% ../nbs/00a_viz.ipynb #1008a4f5
-def check_ema_smooth(fn: Callable) -> bool:
-    "Exercise checker: is `fn(values, beta)` the bias-corrected EMA of `ema_smooth`? Prints what is wrong."
-    name, problems = "EMA smoothing", []
-    rng = np.random.default_rng(0)
-    for values, beta in [([3.0] * 5, 0.9), (list(1 + rng.random(40)), 0.98), (list(rng.normal(size=12)), 0.5), ([2.0, 4.0], 0.0)]:
-        got, err = try_call(fn, list(values), beta)
-        if err: return report_check(name, [err])
-        want = ema_smooth(values, beta)
-        try: got = np.asarray(got, dtype=float).reshape(-1)
-        except Exception: return report_check(name, [f"return a NumPy array (or a list of numbers), got {type(got).__name__}"])
-        if got.shape != want.shape: return report_check(name, [f"{len(values)} values in, {got.size} out: return one smoothed value per input value"])
-        if np.allclose(got, want, atol=1e-6): continue
-        v, m, raw, swapped = np.asarray(values, dtype=float), 0.0, [], []
-        for x in v: m = beta * m + (1 - beta) * x; raw.append(m)
-        m = 0.0
-        for i, x in enumerate(v, 1): m = (1 - beta) * m + beta * x; swapped.append(m / (1 - (1 - beta) ** i) if beta < 1 else m)
-        i = int(np.argmax(np.abs(got - want) > 1e-6))
-        hint = ""
-        if np.allclose(got, raw, atol=1e-6): hint = ": that is m_i without the bias correction, pulled towards 0 at the start; divide by 1 - beta**i"
-        elif np.allclose(got, swapped, atol=1e-6): hint = ": beta and 1 - beta are swapped; the old average gets the weight beta"
-        problems.append(f"values {np.round(v[:3], 3).tolist()}{'...' if len(v) > 3 else ''}, beta = {beta}: output {i + 1} is {got[i]:.4f}, expected {want[i]:.4f}{hint}")
-        break
-    return report_check(name, problems)

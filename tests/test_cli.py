@@ -185,7 +185,7 @@ def test_text_to_image_preset_and_prompts(tmp_path):
     p = cli("sample", "--checkpoint", run, "--steps", "4", "--out", tmp_path / "none.png", check=2)
     assert "--prompt" in p.stderr and not (tmp_path / "none.png").exists()
     p = cli("evaluate", "--checkpoint", run, "--steps", "4", "--count", "10", check=2)
-    assert "needs a prompt" in p.stderr
+    assert "LatentTextPipeline, whose samples need prompt" in p.stderr
 
 
 def test_controlnet_preset_and_control_image(tmp_path):

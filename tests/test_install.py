@@ -7,7 +7,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def modules():
-    return sorted(p.stem for p in (ROOT / "diffusion_course").glob("*.py"))
+    "Every module of the package, subpackages included: 'core', 'exercises.core', 'exercises.__init__', ..."
+    lib = ROOT / "diffusion_course"
+    return sorted(".".join(p.relative_to(lib).with_suffix("").parts) for p in lib.rglob("*.py"))
 
 
 def test_wheel_installs_into_a_fresh_venv(tmp_path):
@@ -17,7 +19,7 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
     (whl,) = wheels.glob("diffusion_course-*.whl")
     names = zipfile.ZipFile(whl).namelist()
     for m in modules():
-        assert f"diffusion_course/{m}.py" in names, f"{m}.py missing from the wheel"
+        assert f"diffusion_course/{m.replace('.', '/')}.py" in names, f"{m}.py missing from the wheel"
     meta = next(n for n in names if n.endswith("entry_points.txt"))
     assert "diffusion-course = diffusion_course.cli:main" in zipfile.ZipFile(whl).read(meta).decode()
     cfg = configparser.ConfigParser(delimiters=["="]); cfg.read(ROOT / "settings.ini")
@@ -40,5 +42,5 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
     assert str(venv) in out, out
     p = subprocess.run([str(venv / "bin" / "diffusion-course"), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "evaluate" in p.stdout, p.stderr
-    code = "import " + ", ".join(f"diffusion_course.{m}" for m in modules() if m != "__init__")
+    code = "import " + ", ".join(f"diffusion_course.{m.removesuffix('.__init__')}" for m in modules() if m != "__init__")
     subprocess.run([str(py), "-c", code], cwd=tmp_path, check=True, timeout=300)

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Execute a notebook as `nbdev_test` does (slow and `eval: false` cells skipped) and write outputs only into the code cells that have none
+(cells that `tools/nbpy.py to-nb` rewrote, or new ones); every other cell keeps its committed outputs, the slow cells' included.
+Use it after editing cells of a chapter whose slow cells take long: the edited test-mode cells get their outputs back without re-running the
+full runs. A cell whose output depends on a slow cell's result must be re-executed with `make nb NB=...` instead.
+usage: tools/fill_outputs.py NB.ipynb [more.ipynb ...]   (then the PNGs are shrunk and the notebook cleaned, as tools/run_nb.sh does)"""
+import json, os, subprocess, sys
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+os.environ.setdefault("PYTHONHASHSEED", "0")
+from execnb.nbio import read_nb
+from execnb.shell import CaptureShell
+from fastcore.xtras import working_directory
+
+SKIP_FLAGS = {"slow"}
+
+
+def directives(source: str) -> dict:
+    "The `#| key value` lines at the top of a cell, as {key: value}."
+    out = {}
+    for line in source.splitlines():
+        if not line.startswith("#|"): break
+        key, _, value = line[2:].strip().partition(" ")
+        out[key.rstrip(":")] = value.strip()
+    return out
+
+
+def skipped(cell) -> bool:
+    if cell.cell_type != "code": return True
+    d = directives(cell.source)
+    return d.get("eval", "").lower() == "false" or bool(SKIP_FLAGS & d.keys())
+
+
+def fill(path: Path) -> int:
+    raw = json.loads(path.read_text())
+    empty = [i for i, c in enumerate(raw["cells"]) if c["cell_type"] == "code" and not c.get("outputs") and not skipped(read_cell(c))]
+    if not empty:
+        print(f"fill_outputs: {path}: every test-mode cell has outputs; nothing to do"); return 0
+    nb = read_nb(path)
+    shell = CaptureShell(path)
+    with working_directory(path.parent):
+        try: shell.run_all(nb, exc_stop=True, preproc=skipped)
+        except Exception:
+            sys.stderr.write(shell.prettytb(fname=path) + "\n"); return 1
+    filled = 0
+    for i in empty:
+        outs = nb.cells[i].get("outputs") or []
+        raw["cells"][i]["outputs"] = [dict(o) for o in outs]
+        filled += bool(outs)
+    path.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
+    print(f"fill_outputs: {path}: {filled} of {len(empty)} cells without outputs now have them (the others print nothing)")
+    return 0
+
+
+def read_cell(c: dict):
+    "A raw JSON cell as an object with `cell_type` and `source` (what `skipped` reads)."
+    class Cell: pass
+    cell = Cell(); cell.cell_type = c["cell_type"]; cell.source = "".join(c["source"]); return cell
+
+
+if __name__ == "__main__":
+    root = Path(__file__).resolve().parent.parent
+    rc = 0
+    for arg in sys.argv[1:]:
+        p = Path(arg).resolve()
+        rc |= fill(p)
+        subprocess.run([sys.executable, str(root / "tools" / "shrink_pngs.py"), str(p)], check=True)
+        subprocess.run([str(Path(sys.executable).parent / "nbdev_clean"), "--fname", str(p)], check=True)
+    sys.exit(rc)
