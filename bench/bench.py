@@ -14,9 +14,7 @@ import benchlib as B
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", type=float, default=90, help="wall-clock training seconds per contender and seed (default 90)")
-    p.add_argument("--n", type=int, default=250, help="images sampled per model for FID (the same N for all; default 250)")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps for FID, the same for all (default 50)")
+    B.add_budget_args(p, 90, "the same N for all; ", "the same for all; ")
     p.add_argument("--seeds", type=int, default=3, help="seeds for the course model and the best peer (the other peer: seed 0 only); default 3")
     p.add_argument("--all-seeds", action="store_true", help="run every seed for all three contenders")
     B.add_common_args(p)

@@ -117,6 +117,12 @@ def sync(dev=None) -> None:
     dev = torch.device(dev) if dev is not None else device()
     if dev.type == "cuda": torch.cuda.synchronize(dev)
 
+def add_budget_args(p, budget: float, n_help: str, steps_help: str) -> None:
+    "--budget (training seconds per run), --n (images for FID) and --steps (sampling steps): the headline's measurement settings."
+    p.add_argument("--budget", type=float, default=budget, help=f"wall-clock training seconds per run (default {budget:g})")
+    p.add_argument("--n", type=int, default=250, help=f"images sampled per model for FID ({n_help}default 250)")
+    p.add_argument("--steps", type=int, default=50, help=f"sampling steps for FID ({steps_help}default 50)")
+
 def add_common_args(p) -> None:
     "The options every bench script that trains contenders shares: --device, --threads, --ddp-dim."
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:K: where every contender trains and samples")

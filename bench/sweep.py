@@ -15,9 +15,7 @@ import benchlib as B
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", type=float, default=60, help="wall-clock training seconds per run (default 60)")
-    p.add_argument("--n", type=int, default=250, help="images per run for FID (default 250, as the headline)")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50, as the headline)")
+    B.add_budget_args(p, 60, "as the headline; ", "as the headline; ")
     B.add_common_args(p)
     p.add_argument("--contenders", default="hf,ddp", help="which to sweep (default hf,ddp; add course to sweep it too)")
     p.add_argument("--grid", default="", help="override the grids, e.g. 'hf=5e-4,1e-3,2e-3;ddp=1e-4,3e-4,1e-3'")

@@ -97,13 +97,8 @@ def train_config_from_args(args) -> TrainConfig | None:
     else: base = TrainConfig()
     return base.replace(**changes).validate()
 
-# %% ../nbs/06_cli.ipynb #6651e52c
-def build_parser() -> argparse.ArgumentParser:
-    "The argument parser of `diffusion-course`."
-    p = _Parser(prog="diffusion-course", description="Train, sample and evaluate DDPMs from the diffusion_course package.")
-    sub = p.add_subparsers(dest="command", metavar="{train,sample,evaluate,demo}")
-    sub.required = True
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+# %% ../nbs/06_cli.ipynb #853a196d
+def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a DDPM (resumable)", description="Train a DDPM into the run folder OUT.")
     t.add_argument("--out", required=True, help="run folder (refused if it already holds a run, unless --resume or --overwrite)")
     t.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named configuration of the book")
@@ -115,15 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="delete the run in OUT and start again")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    def sampling_flags(s, steps_default):
-        s.add_argument("--checkpoint", required=True, help="run folder or its checkpoint.safetensors")
-        s.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm: ancestral sampling; ddim: DDIM (with --eta)")
-        s.add_argument("--steps", type=_number("--steps", int, 1), default=steps_default, help="sampling steps (default: all training steps for sample)")
-        s.add_argument("--eta", type=_number("--eta", float, 0.0), default=None, help="DDIM's eta (0: deterministic, 1: DDPM-like); ddim only")
-        s.add_argument("--seed", type=_number("--seed", int, 0), default=0)
-        s.add_argument("--no-progress", action="store_true", help="no progress bar")
+def _sampling_flags(s, steps_default) -> None:
+    "The flags `sample` and `evaluate` share: which run, which sampler, how many steps, the seed."
+    s.add_argument("--checkpoint", required=True, help="run folder or its checkpoint.safetensors")
+    s.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm: ancestral sampling; ddim: DDIM (with --eta)")
+    s.add_argument("--steps", type=_number("--steps", int, 1), default=steps_default, help="sampling steps (default: all training steps for sample)")
+    s.add_argument("--eta", type=_number("--eta", float, 0.0), default=None, help="DDIM's eta (0: deterministic, 1: DDPM-like); ddim only")
+    s.add_argument("--seed", type=_number("--seed", int, 0), default=0)
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+def _sample_parser(sub, fmt) -> None:
     s = sub.add_parser("sample", help="sample images from a run into a PNG grid", formatter_class=fmt)
-    sampling_flags(s, None)
+    _sampling_flags(s, None)
     s.add_argument("--count", type=_number("--count", int, 1), default=64)
     s.add_argument("--label", type=_number("--label", int, 0), default=None, help="class label (a class-conditional run); see --list-labels")
     s.add_argument("--guidance", type=_number("--guidance", float, 0.0), default=None, help="classifier-free guidance scale w (needs --label or --prompt)")
@@ -133,11 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="PNG file to write (refused if it exists, unless --overwrite)")
     s.add_argument("--overwrite", action="store_true")
 
+def _evaluate_parser(sub, fmt) -> None:
     e = sub.add_parser("evaluate", help="FID, KID and Inception Score of a run against the test set", formatter_class=fmt)
-    sampling_flags(e, 100)
+    _sampling_flags(e, 100)
     e.add_argument("--count", type=_number("--count", int, 2), default=1000, help="number of generated images")
     e.add_argument("--json", default=None, help="also write the results to this JSON file (refused if it exists)")
 
+def _demo_parser(sub, fmt) -> None:
     d = sub.add_parser("demo", help="the main job: train on Fashion-MNIST, sample, evaluate, plot", formatter_class=fmt)
     d.add_argument("--out", default="runs/demo")
     budget = d.add_mutually_exclusive_group()
@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--count", type=_number("--count", int, 2), default=DEMO_COUNT, help="images for the evaluation")
     d.add_argument("--overwrite", action="store_true", help="start again instead of reusing a finished run in OUT")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+def build_parser() -> argparse.ArgumentParser:
+    "The argument parser of `diffusion-course`: one sub-command per job."
+    p = _Parser(prog="diffusion-course", description="Train, sample and evaluate DDPMs from the diffusion_course package.")
+    sub = p.add_subparsers(dest="command", metavar="{train,sample,evaluate,demo}")
+    sub.required = True
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    _train_parser(sub); _sample_parser(sub, fmt); _evaluate_parser(sub, fmt); _demo_parser(sub, fmt)
     return p
 
 # %% ../nbs/06_cli.ipynb #83c46d4a

@@ -19,7 +19,7 @@ from .evaluate import evaluate_pipeline, format_evaluation
 # %% auto #0
 __all__ = ['DEMO_MINUTES', 'DEMO_COUNT', 'DEMO_INFERENCE_STEPS', 'demo_steps', 'run_demo']
 
-# %% ../nbs/05c_demo.ipynb #bf8404fd
+# %% ../nbs/05c_demo.ipynb #f671919f
 DEMO_MINUTES = 10.0            # the training budget of `make demo`
 DEMO_COUNT = 500
 DEMO_INFERENCE_STEPS = 100       # ancestral steps: 100 scored better than 50 and 200 (section "Why this configuration")
@@ -45,6 +45,14 @@ def _fid_figure(rows, path):
     ax.set_ylabel("FID (course classifier features)"); ax.set_title("FID against the 10,000 Fashion-MNIST test images (lower is better)", fontsize=8)
     fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
 
+def _demo_figures(out: Path, steps: int, inference_steps: int, device, progress: bool) -> None:
+    "samples.png (64 samples, seed 0) and loss.png of the demo model in `out`."
+    pipe = load_pipeline(out / "model", device=device)
+    save_image_grid(pipe(64, inference_steps, generator=torch.Generator().manual_seed(0), progress=progress).images, out / "samples.png", nrow=8, scale=3)
+    import matplotlib.pyplot as plt
+    ax = plot_losses(json.loads((out / "model" / STATE_FILE).read_text())["losses"], title=f"demo DDPM training loss ({steps} steps)")
+    ax.figure.tight_layout(); ax.figure.savefig(out / "loss.png", dpi=80); plt.close(ax.figure)
+
 def run_demo(out="runs/demo", steps: int | None = None, minutes: float | None = None, count: int | None = None, overwrite: bool = False,
              inference_steps: int = DEMO_INFERENCE_STEPS, progress: bool = True, log=print) -> dict:
     "Train the demo DDPM for `steps` (default: what fits in `minutes`, default `DEMO_MINUTES`) and its 1% baseline, then write samples.png, loss.png, fid.png and results.json into `out`."
@@ -61,11 +69,7 @@ def run_demo(out="runs/demo", steps: int | None = None, minutes: float | None = 
         res = train(demo_config(steps=n), run_dir, resume=resume, overwrite=overwrite, progress=progress, log=log)
         runs[name] = dict(dir=str(run_dir), steps=res.step, final_loss=res.losses[-1], train_seconds=round(res.seconds, 1))  # summed over resumed sessions
     device = default_device()
-    pipe = load_pipeline(out / "model", device=device)
-    save_image_grid(pipe(64, inference_steps, generator=torch.Generator().manual_seed(0), progress=progress).images, out / "samples.png", nrow=8, scale=3)
-    import matplotlib.pyplot as plt
-    ax = plot_losses(json.loads((out / "model" / STATE_FILE).read_text())["losses"], title=f"demo DDPM training loss ({steps} steps)")
-    ax.figure.tight_layout(); ax.figure.savefig(out / "loss.png", dpi=80); plt.close(ax.figure)
+    _demo_figures(out, steps, inference_steps, device, progress)
     evals = {}
     for name in ("baseline_1pct", "model"):
         evals[name] = evaluate_pipeline(load_pipeline(out / name, device=device), count=count, num_inference_steps=inference_steps, seed=1, progress=progress)

@@ -85,11 +85,13 @@ class NoisyClassifier(nn.Module):
         emb = self.time_mlp(timesteps_for_batch(t, x.shape[0], x.device))
         return self.head(self.blocks(self.conv_in(x), emb))
 
-# %% ../nbs/09_guidance.ipynb #152d7fcc
+# %% ../nbs/09_guidance.ipynb #e39a4c5f
+from .core import seed_for
+
 def noisy_classifier_loss(classifier: nn.Module, x0: torch.Tensor, labels: torch.Tensor, alpha_bar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    "Cross-entropy of `classifier` on $x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon$, with $t \\sim \\mathcal U\\{0..T-1\\}$ and $\\epsilon$ drawn from the CPU `generator`."
-    t = torch.randint(0, len(alpha_bar), (len(x0),), generator=generator).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+    "Cross-entropy of `classifier` on $x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon$, with $t \\sim \\mathcal U\\{0..T-1\\}$ and $\\epsilon$ drawn from `generator` on its device (a CPU generator's are moved to `x0`'s)."
+    t = torch.randint(0, len(alpha_bar), (len(x0),), generator=generator, device=generator.device).to(x0.device)     # no-op when the generator is on x0's device
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device, x0.dtype)
     return F.cross_entropy(classifier(q_sample(x0, t, alpha_bar.to(x0.device), noise), t), labels)
 
 def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, alpha_bar: torch.Tensor, steps: int = 1000, batch_size: int = 128,
@@ -107,8 +109,8 @@ def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, alpha_bar
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses = []
     for step in tqdm(range(steps), disable=not progress, desc="noisy classifier"):
-        g = generator_for(seed, "noisy_classifier", step)
-        idx = torch.randint(0, len(images), (batch_size,), generator=g).to(dev)
+        g = torch.Generator(dev).manual_seed(seed_for(seed, "noisy_classifier", step))   # on the images' device: no copy per step (on the CPU, generator_for's)
+        idx = torch.randint(0, len(images), (batch_size,), generator=g, device=dev)
         loss = noisy_classifier_loss(model, images[idx], labels[idx], alpha_bar, g)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
         losses.append(loss.detach())

@@ -101,14 +101,15 @@ class HybridObjective(DiffusionObjective):
 
 register_objective("hybrid", HybridObjective)
 
-# %% ../nbs/08_improved.ipynb #f73341cb
+# %% ../nbs/08_improved.ipynb #377b1c5c
 def stratified_timesteps(T: int, K: int, generator: torch.Generator, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """At most K timesteps from {1, ..., T-1} for each of `n` images (`[K', n]`), one uniform draw per image in each of K' <= K strata, and the strata's sizes $n_k$:
     $\\sum_k n_k L_{t_k}$ estimates $\\sum_t L_t$ without bias. The strata are geometric (single steps at small t, where $L_t$ changes fastest)."""
     if K >= T - 1: edges = torch.arange(1, T + 1)                      # every t once: exact
     else: edges = torch.unique(torch.cat([torch.tensor([1, T]), torch.logspace(0, math.log10(T), K + 1).round().long().clamp(1, T)]))
+    edges = edges.to(generator.device)                                   # drawn on the generator's device
     sizes = edges[1:] - edges[:-1]
-    u = torch.rand(len(sizes), n, generator=generator)
+    u = torch.rand(len(sizes), n, generator=generator, device=generator.device)
     return edges[:-1, None] + (u * sizes[:, None]).long().clamp(max=(sizes - 1)[:, None]), sizes
 
 class NLLResult(NamedTuple):
@@ -131,27 +132,25 @@ def nll_bits_per_dim(model: nn.Module, images: torch.Tensor, alpha_bar: torch.Te
     K = T - 1 if num_timesteps is None else num_timesteps
     if not 0 < K <= T - 1: raise UsageError(f"num_timesteps must be in [1, {T - 1}] (or None for all), got {num_timesteps}")
     ab = alpha_bar.to(device, torch.float32)
-    g = torch.Generator().manual_seed(seed)
-    totals, priors, decoders = [], [], []
-    sums, squares, counts = (torch.zeros(T, dtype=torch.float64) for _ in range(3))
+    g = torch.Generator(device).manual_seed(seed)                      # t and the noise are drawn on the model's device (on the CPU, as ever)
+    totals, priors, decoders, all_ts, all_L = [], [], [], [], []
     for i in tqdm(range(0, len(images), batch_size), disable=not progress, desc="NLL"):
         x0 = images[i:i + batch_size].to(device, torch.float32)
         n = len(x0)
         ts, sizes = stratified_timesteps(T, K, g, n)                    # [K', n]: each image its own t in each stratum
         def term(t: torch.Tensor) -> torch.Tensor:
-            t = t.to(device)
-            noise = torch.randn(x0.shape, generator=g).to(device)
+            noise = torch.randn(x0.shape, generator=g, device=device)
             x_t = q_sample(x0, t, ab, noise)
             return vlb_terms(model(x_t, t).float(), x0, x_t, t, ab, prediction_type, variance_type, clip_denoised)
         L = torch.stack([term(t) for t in ts])                           # [K', n]
-        Lc = L.double().cpu()
-        sums.index_add_(0, ts.flatten(), Lc.flatten()); squares.index_add_(0, ts.flatten(), Lc.square().flatten())
-        counts.index_add_(0, ts.flatten(), torch.ones(ts.numel(), dtype=torch.float64))
-        L0, LT = term(torch.zeros(n, dtype=torch.long)), prior_bits_per_dim(x0, ab)
-        totals.append((LT + L0 + (sizes.to(L)[:, None] * L).sum(0)).cpu()); priors.append(LT.cpu()); decoders.append(L0.cpu())
+        all_ts.append(ts.flatten()); all_L.append(L.double().flatten())
+        L0, LT = term(torch.zeros(n, dtype=torch.long, device=device)), prior_bits_per_dim(x0, ab)
+        totals.append(LT + L0 + (sizes.to(L)[:, None] * L).sum(0)); priors.append(LT); decoders.append(L0)
+    ts, L = torch.cat(all_ts).cpu(), torch.cat(all_L).cpu()               # to the host once, at the end; summed per t in the order drawn
+    sums, squares, counts = (torch.zeros(T, dtype=torch.float64).index_add_(0, ts, v) for v in (L, L.square(), torch.ones_like(L)))
     seen = counts > 0
-    return NLLResult(torch.cat(totals), torch.arange(T)[seen], (sums[seen] / counts[seen]).float(), (squares[seen] / counts[seen]).float(),
-                     torch.cat(priors), torch.cat(decoders))
+    return NLLResult(torch.cat(totals).cpu(), torch.arange(T)[seen], (sums[seen] / counts[seen]).float(), (squares[seen] / counts[seen]).float(),
+                     torch.cat(priors).cpu(), torch.cat(decoders).cpu())
 
 # %% ../nbs/08_improved.ipynb #6cc1c506
 def multinomial_draws(probabilities: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:

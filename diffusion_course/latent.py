@@ -101,7 +101,7 @@ def autoencoder_loss(x: torch.Tensor, x_rec: torch.Tensor, mu: torch.Tensor, log
     kl = gaussian_kl_standard(mu, logvar).mean() / D
     return mse + kl_weight * kl, mse, kl
 
-# %% ../nbs/13_latent.ipynb #e6790e39
+# %% ../nbs/13_latent.ipynb #1ed2a547
 AUTOENCODER_WEIGHTS, AUTOENCODER_JSON = "model.safetensors", "config.json"
 
 def autoencoder_dir(config: AutoencoderConfig, cache_dir=None) -> Path:
@@ -112,13 +112,15 @@ def autoencoder_dir(config: AutoencoderConfig, cache_dir=None) -> Path:
 def encode_latents(autoencoder: KLAutoencoder, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     "Scaled latents $s\\,\\mu_\\phi(x)$ `[N, C, 7, 7]` (CPU float32) of images in [-1, 1]: the posterior mean, so the same image always gives the same latent."
     dev, s = model_device(autoencoder), autoencoder.scale_factor
-    return torch.cat([(autoencoder.encode(images[i:i + batch_size].to(dev))[0] * s).float().cpu() for i in range(0, len(images), batch_size)])
+    x = images.to(dev)                                                       # to the device once, and back once: no host sync per batch
+    return torch.cat([(autoencoder.encode(x[i:i + batch_size])[0] * s).float() for i in range(0, len(x), batch_size)]).cpu()
 
 @torch.no_grad()
 def decode_latents(autoencoder: KLAutoencoder, latents: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     "Images `[N, 1, 28, 28]` in [-1, 1] (CPU float32) from scaled latents: $\\mathcal D(z / s)$, clamped."
     dev, s = model_device(autoencoder), autoencoder.scale_factor
-    return torch.cat([autoencoder.decode(latents[i:i + batch_size].to(dev) / s).clamp(-1, 1).float().cpu() for i in range(0, len(latents), batch_size)])
+    z = latents.to(dev)
+    return torch.cat([autoencoder.decode(z[i:i + batch_size] / s).clamp(-1, 1).float() for i in range(0, len(z), batch_size)]).cpu()
 
 def latent_scale_factor(latents: torch.Tensor) -> float:
     "$s = 1 / \\hat\\sigma$, the inverse standard deviation of all elements of the (unscaled) `latents`: $s z$ has unit variance."
@@ -129,16 +131,17 @@ def train_autoencoder(config: AutoencoderConfig | None = None, device=None, prog
     config = config or AutoencoderConfig()
     device = torch.device(device) if device is not None else default_device()
     x_train = fashion_mnist("train", subset=config.subset, seed=config.seed).tensors[0]
-    g = seed_everything(config.seed)
+    seed_everything(config.seed)
+    g = torch.Generator(device).manual_seed(config.seed)                # orders and noise drawn on the training device (on the CPU, the same numbers as ever)
     model = KLAutoencoder(config.latent_channels, config.channels).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.05)
     losses, t0, n = [], time.time(), len(x_train)
-    x_train_device = x_train.to(device)                                   # the images go to the device once, each epoch's order once per epoch
-    perm, pos = torch.randperm(n, generator=g).to(device), 0
+    x_train_device = x_train.to(device)                                   # the images go to the device once
+    perm, pos = torch.randperm(n, generator=g, device=device), 0
     model.train()
     for step in tqdm(range(config.steps), desc="autoencoder", disable=not progress):
-        if pos + config.batch_size > n: perm, pos = torch.randperm(n, generator=g).to(device), 0
+        if pos + config.batch_size > n: perm, pos = torch.randperm(n, generator=g, device=device), 0
         xb = x_train_device[perm[pos:pos + config.batch_size]]; pos += config.batch_size
         x_rec, mu, logvar = model(xb, generator=g)
         loss, mse, kl = autoencoder_loss(xb, x_rec, mu, logvar, config.kl_weight)
@@ -265,7 +268,7 @@ def prompt_embeddings(prompts: list[str]) -> torch.Tensor:
     extra = dict(zip(new, encode_text(new))) if new else {}
     return torch.stack([table[index[p]] if p in index else extra[p] for p in prompts])
 
-# %% ../nbs/13_latent.ipynb #75d2fa87
+# %% ../nbs/13_latent.ipynb #8b914d4b
 def caption_indices(labels: torch.Tensor, phrasing: torch.Tensor, drop: torch.Tensor, phrasings: int = PHRASINGS, null_index: int | None = None) -> torch.Tensor:
     "Row of each image's caption in `caption_list()`: `labels * phrasings + phrasing`, or `null_index` (the empty caption) where `drop`."
     null_index = len(CAPTIONS) * phrasings if null_index is None else null_index
@@ -289,8 +292,8 @@ class TextConditionalObjective(DiffusionObjective):
     def model_kwargs(self, batch: dict, generator: torch.Generator) -> dict:
         labels = batch["class_labels"]
         (lo, hi), n = batch.get("slice", (0, len(labels))), batch.get("global_size", len(labels))
-        phrasing = torch.randint(0, PHRASINGS, (n,), generator=generator)[lo:hi].to(labels.device)
-        drop = (torch.rand(n, generator=generator) < self.label_dropout)[lo:hi].to(labels.device)
+        phrasing = torch.randint(0, PHRASINGS, (n,), generator=generator, device=generator.device)[lo:hi].to(labels.device)   # drawn on the generator's device
+        drop = (torch.rand(n, generator=generator, device=generator.device) < self.label_dropout)[lo:hi].to(labels.device)
         return {"encoder_hidden_states": self.caption_table(labels.device)[caption_indices(labels, phrasing, drop)]}
 
 register_objective("text", TextConditionalObjective)

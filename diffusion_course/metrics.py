@@ -117,7 +117,7 @@ class FashionClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-# %% ../nbs/05_metrics.ipynb #972a6c3a
+# %% ../nbs/05_metrics.ipynb #7b617bfd
 def classifier_split(n_train: int = 50_000, seed: int = 0, n_total: int = 60_000) -> tuple[torch.Tensor, torch.Tensor]:
     "Indices into Fashion-MNIST's training images: `(train, held_out)`, the first `n_train` of a permutation seeded with `seed`, and the rest (in permuted order)."
     if not isinstance(n_train, int) or not 0 < n_train <= n_total:
@@ -125,10 +125,11 @@ def classifier_split(n_train: int = 50_000, seed: int = 0, n_total: int = 60_000
     perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
     return perm[:n_train], perm[n_train:]
 
-def shift_images_by(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, fill: float = -1.0) -> torch.Tensor:
-    "Shift each image `images[b]` right by `dx[b]` and down by `dy[b]` pixels (negative: left/up), filling the gap with `fill`."
+def shift_images_by(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, fill: float = -1.0, max_shift: int | None = None) -> torch.Tensor:
+    """Shift each image `images[b]` right by `dx[b]` and down by `dy[b]` pixels (negative: left/up), filling the gap with `fill`.
+    `max_shift`, a bound on |dx| and |dy|, sets the padding (any bound gives the same images); None reads it from `dx` and `dy`, a host read that waits for an accelerator."""
     B, C, H, W = images.shape
-    s = int(max(dx.abs().max(), dy.abs().max())) if B else 0
+    s = max_shift if max_shift is not None else (int(max(dx.abs().max(), dy.abs().max())) if B else 0)
     padded = F.pad(images, (s, s, s, s), value=fill)
     dx, dy = dx.to(images.device).long(), dy.to(images.device).long()
     rows = torch.arange(H, device=images.device) + s - dy[:, None]         # output row i reads input row i - dy
@@ -137,10 +138,10 @@ def shift_images_by(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, fi
     return padded[b[:, None, None, None], c[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
 
 def random_shift_images(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None, fill: float = -1.0) -> torch.Tensor:
-    "Shift each image by its own random (dx, dy), each uniform in {-max_shift, ..., max_shift} (augmentation)."
+    "Shift each image by its own random (dx, dy), each uniform in {-max_shift, ..., max_shift} (augmentation), drawn from `generator` on its device."
     if max_shift == 0: return images
-    dx, dy = torch.randint(-max_shift, max_shift + 1, (2, len(images)), generator=generator)
-    return shift_images_by(images, dx, dy, fill)
+    dx, dy = torch.randint(-max_shift, max_shift + 1, (2, len(images)), generator=generator, device=generator.device if generator is not None else None)
+    return shift_images_by(images, dx, dy, fill, max_shift)                  # drawn on the generator's device; no host read
 
 def shift_images(images: torch.Tensor, dx: int = 2, dy: int = 2, fill: float = -1.0) -> torch.Tensor:
     "Shift images right by `dx` and down by `dy` pixels (non-negative), filling the gap with `fill` (the background)."
@@ -148,7 +149,7 @@ def shift_images(images: torch.Tensor, dx: int = 2, dy: int = 2, fill: float = -
     H, W = images.shape[-2:]
     return F.pad(images, (dx, 0, dy, 0), value=fill)[..., :H, :W]
 
-# %% ../nbs/05_metrics.ipynb #1a91822d
+# %% ../nbs/05_metrics.ipynb #e917fe51
 @dataclass
 class ClassifierConfig:
     "How the feature classifier is built and trained (saved as JSON beside its weights)."
@@ -190,10 +191,11 @@ def _batched(model, fn, images, batch_size):
     dev = next(model.parameters()).device
     try:
         with torch.no_grad():
-            out = [fn(images[i:i + batch_size].to(dev, torch.float32)).float().cpu() for i in range(0, len(images), batch_size)]
+            x = images.to(dev, torch.float32)                                # to the device once, and back once: no host sync per batch
+            out = torch.cat([fn(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
-    return torch.cat(out)
+    return out.cpu()
 
 def classifier_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     "Fraction of `images` whose predicted class is `labels`."
@@ -207,7 +209,8 @@ def train_classifier(config: ClassifierConfig | None = None, device=None, progre
     train_idx, held_idx = classifier_split(config.n_train, config.split_seed, len(x_all))
     train_idx = train_idx[take_subset(len(train_idx), config.subset, config.seed)]
     x_test, y_test = fashion_mnist("test").tensors
-    g = seed_everything(config.seed)
+    seed_everything(config.seed)
+    g = torch.Generator(device).manual_seed(config.seed)        # the permutations and shifts are drawn on the training device (on the CPU, the same numbers as ever)
     model = FashionClassifier(config.channels, config.hidden, global_pool=config.global_pool).to(device)
     x_train, y_train = x_all[train_idx].to(device), y_all[train_idx].to(device)
     n = len(x_train)
@@ -218,7 +221,7 @@ def train_classifier(config: ClassifierConfig | None = None, device=None, progre
     model.train()
     bar = tqdm(total=config.epochs * steps_per_epoch, desc="classifier", disable=not progress)
     for epoch in range(config.epochs):
-        perm = torch.randperm(n, generator=g).to(device)
+        perm = torch.randperm(n, generator=g, device=device)
         epoch_losses = []
         for i in range(steps_per_epoch):
             idx = perm[i * config.batch_size:(i + 1) * config.batch_size]

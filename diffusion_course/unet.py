@@ -132,7 +132,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
-# %% ../nbs/04a_unet.ipynb #c776f240
+# %% ../nbs/04a_unet.ipynb #73e71da0
 def _check_same_device(name: str, value: torch.Tensor, x: torch.Tensor):
     "Raise a ValueError if `value` is not on `x`'s device (a metadata check: no host sync)."
     if value.device != x.device:
@@ -176,6 +176,29 @@ class ConfiguredModel(nn.Module):
         "The label meaning 'no class' (= num_classes, the last row of the label embedding), or None for an unconditional model."
         return self.config.get("num_classes")
 
+def _check_unet_arguments(in_channels, out_channels, base_channels, channel_mults, num_res_blocks, attention_levels, time_emb_dim,
+                          num_groups, attention_heads, num_classes, context_dim, sample_size) -> tuple[list, list, int]:
+    "Refuse a UNet configuration that cannot be built, naming the argument; returns `(channel_mults, attention_levels, time_emb_dim)` as stored in the config."
+    channel_mults, attention_levels = list(channel_mults), [bool(a) for a in attention_levels]
+    for name, value in dict(in_channels=in_channels, out_channels=out_channels, base_channels=base_channels, num_res_blocks=num_res_blocks).items():
+        if not isinstance(value, int) or value < 1: raise ValueError(f"{name} must be a positive int, got {value!r}")
+    for name, value in dict(num_classes=num_classes, context_dim=context_dim, sample_size=sample_size).items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name} must be None (off) or a positive int, got {value!r}")
+    if not channel_mults or not all(isinstance(m, int) and m >= 1 for m in channel_mults):
+        raise ValueError(f"channel_mults must be a non-empty list of positive ints, got {channel_mults!r}")
+    if len(attention_levels) != len(channel_mults):
+        raise ValueError(f"attention_levels needs one entry per level of channel_mults: got {len(attention_levels)} "
+                         f"attention_levels for {len(channel_mults)} channel_mults")
+    time_emb_dim = 4 * base_channels if time_emb_dim is None else time_emb_dim
+    if not isinstance(time_emb_dim, int) or time_emb_dim < 1: raise ValueError(f"time_emb_dim must be a positive int or None, got {time_emb_dim!r}")
+    for ch in [base_channels] + [base_channels * m for m in channel_mults]:
+        _check_groups(ch, num_groups, f"the UNet (base_channels={base_channels}, channel_mults={channel_mults})")
+    attn_chs = [base_channels * channel_mults[-1]] + [base_channels * m for m, a in zip(channel_mults, attention_levels) if a]
+    if not isinstance(attention_heads, int) or attention_heads < 1 or any(c % attention_heads for c in attn_chs):
+        raise ValueError(f"attention_heads={attention_heads!r} must divide the channel counts {sorted(set(attn_chs))} of the attention layers")
+    return channel_mults, attention_levels, time_emb_dim
+
 class UNet(ConfiguredModel):
     "Time-conditioned UNet: `forward(x [B, C, H, W], t [B] or number, ...) -> [B, out_channels, H, W]`, optionally class-, context- and residual-conditioned."
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 32, channel_mults=(1, 2, 2),
@@ -183,66 +206,71 @@ class UNet(ConfiguredModel):
                  dropout: float = 0.0, num_groups: int = 8, attention_heads: int = 1,
                  num_classes: int | None = None, context_dim: int | None = None, sample_size: int | None = None):
         super().__init__()
-        channel_mults, attention_levels = list(channel_mults), [bool(a) for a in attention_levels]
-        for name, value in dict(in_channels=in_channels, out_channels=out_channels, base_channels=base_channels, num_res_blocks=num_res_blocks).items():
-            if not isinstance(value, int) or value < 1: raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name, value in dict(num_classes=num_classes, context_dim=context_dim, sample_size=sample_size).items():
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be None (off) or a positive int, got {value!r}")
-        if not channel_mults or not all(isinstance(m, int) and m >= 1 for m in channel_mults):
-            raise ValueError(f"channel_mults must be a non-empty list of positive ints, got {channel_mults!r}")
-        if len(attention_levels) != len(channel_mults):
-            raise ValueError(f"attention_levels needs one entry per level of channel_mults: got {len(attention_levels)} "
-                             f"attention_levels for {len(channel_mults)} channel_mults")
-        time_emb_dim = 4 * base_channels if time_emb_dim is None else time_emb_dim
-        if not isinstance(time_emb_dim, int) or time_emb_dim < 1: raise ValueError(f"time_emb_dim must be a positive int or None, got {time_emb_dim!r}")
-        for ch in [base_channels] + [base_channels * m for m in channel_mults]:
-            _check_groups(ch, num_groups, f"the UNet (base_channels={base_channels}, channel_mults={channel_mults})")
-        attn_chs = [base_channels * channel_mults[-1]] + [base_channels * m for m, a in zip(channel_mults, attention_levels) if a]
-        if not isinstance(attention_heads, int) or attention_heads < 1 or any(c % attention_heads for c in attn_chs):
-            raise ValueError(f"attention_heads={attention_heads!r} must divide the channel counts {sorted(set(attn_chs))} of the attention layers")
+        channel_mults, attention_levels, time_emb_dim = _check_unet_arguments(
+            in_channels, out_channels, base_channels, channel_mults, num_res_blocks, attention_levels, time_emb_dim,
+            num_groups, attention_heads, num_classes, context_dim, sample_size)
         self.config = dict(in_channels=in_channels, out_channels=out_channels, base_channels=base_channels, channel_mults=channel_mults,
                            num_res_blocks=num_res_blocks, attention_levels=attention_levels, time_emb_dim=time_emb_dim,
                            dropout=float(dropout), num_groups=num_groups, attention_heads=attention_heads,
                            num_classes=num_classes, context_dim=context_dim, sample_size=sample_size)
         self.num_levels = len(channel_mults)
-        res = lambda cin, cout: ResBlock(cin, cout, time_emb_dim, dropout, num_groups)
-        # an attention layer, followed by a cross-attention layer when there is a context
-        attn = lambda c: [SelfAttention2d(c, attention_heads, num_groups)] + ([] if context_dim is None else [CrossAttention2d(c, context_dim, attention_heads, num_groups)])
-        def block(*layers):
-            "EmbedSequential with layers named 0, 1, ... as without a context; the cross-attention is named `cross_attn`, so adding it renames nothing."
-            names, i = [], 0
-            for layer in layers:
-                if isinstance(layer, ContextBlock): names.append("cross_attn")
-                else: names.append(str(i)); i += 1
-            return EmbedSequential(OrderedDict(zip(names, layers)))
-
         self.time_mlp = TimestepMLP(base_channels, time_emb_dim)
         # class labels 0..num_classes-1 and the null label num_classes; zero rows: the labels change nothing until trained
         self.class_embedding = None if num_classes is None else nn.Embedding(num_classes + 1, time_emb_dim)
         if self.class_embedding is not None: nn.init.zeros_(self.class_embedding.weight)
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
-        self.down_blocks, skip_chs, ch = nn.ModuleList(), [base_channels], base_channels
-        for level, (mult, use_attn) in enumerate(zip(channel_mults, attention_levels)):
-            for _ in range(num_res_blocks):
-                layers = [res(ch, base_channels * mult)]
-                ch = base_channels * mult
-                if use_attn: layers += attn(ch)
-                self.down_blocks.append(block(*layers)); skip_chs.append(ch)
-            if level < self.num_levels - 1:
-                self.down_blocks.append(block(Downsample(ch))); skip_chs.append(ch)
-        self._skip_channels = list(skip_chs)
-        self.mid_block = block(res(ch, ch), *attn(ch), res(ch, ch))
-        self.up_blocks = nn.ModuleList()
-        for level in reversed(range(self.num_levels)):
-            for i in range(num_res_blocks + 1):
-                layers = [res(ch + skip_chs.pop(), base_channels * channel_mults[level])]
-                ch = base_channels * channel_mults[level]
-                if attention_levels[level]: layers += attn(ch)
-                if level > 0 and i == num_res_blocks: layers.append(Upsample(ch))
-                self.up_blocks.append(block(*layers))
+        skip_chs, ch = self._build_encoder()
+        self.mid_block = self._block(self._res(ch, ch), *self._attn(ch), self._res(ch, ch))
+        ch = self._build_decoder(skip_chs, ch)
         self.out = nn.Sequential(nn.GroupNorm(num_groups, ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
 
+    # the layers are created in the order of the network (the same order as in a single __init__), so seeded weights do not change
+    def _res(self, cin: int, cout: int) -> nn.Module:
+        c = self.config
+        return ResBlock(cin, cout, c["time_emb_dim"], c["dropout"], c["num_groups"])
+
+    def _attn(self, ch: int) -> list:
+        "An attention layer, followed by a cross-attention layer when there is a context."
+        c = self.config
+        return [SelfAttention2d(ch, c["attention_heads"], c["num_groups"])] + \
+               ([] if c["context_dim"] is None else [CrossAttention2d(ch, c["context_dim"], c["attention_heads"], c["num_groups"])])
+
+    @staticmethod
+    def _block(*layers) -> EmbedSequential:
+        "EmbedSequential with layers named 0, 1, ... as without a context; the cross-attention is named `cross_attn`, so adding it renames nothing."
+        names, i = [], 0
+        for layer in layers:
+            if isinstance(layer, ContextBlock): names.append("cross_attn")
+            else: names.append(str(i)); i += 1
+        return EmbedSequential(OrderedDict(zip(names, layers)))
+
+    def _build_encoder(self) -> tuple[list, int]:
+        "The down blocks; returns the skip channels and the channels at the bottom."
+        c = self.config
+        base, self.down_blocks, skip_chs, ch = c["base_channels"], nn.ModuleList(), [c["base_channels"]], c["base_channels"]
+        for level, (mult, use_attn) in enumerate(zip(c["channel_mults"], c["attention_levels"])):
+            for _ in range(c["num_res_blocks"]):
+                layers = [self._res(ch, base * mult)]
+                ch = base * mult
+                if use_attn: layers += self._attn(ch)
+                self.down_blocks.append(self._block(*layers)); skip_chs.append(ch)
+            if level < self.num_levels - 1:
+                self.down_blocks.append(self._block(Downsample(ch))); skip_chs.append(ch)
+        self._skip_channels = list(skip_chs)
+        return skip_chs, ch
+
+    def _build_decoder(self, skip_chs: list, ch: int) -> int:
+        "The up blocks, each taking one skip; returns the output channels."
+        c = self.config
+        self.up_blocks = nn.ModuleList()
+        for level in reversed(range(self.num_levels)):
+            for i in range(c["num_res_blocks"] + 1):
+                layers = [self._res(ch + skip_chs.pop(), c["base_channels"] * c["channel_mults"][level])]
+                ch = c["base_channels"] * c["channel_mults"][level]
+                if c["attention_levels"][level]: layers += self._attn(ch)
+                if level > 0 and i == c["num_res_blocks"]: layers.append(Upsample(ch))
+                self.up_blocks.append(self._block(*layers))
+        return ch
 
     @property
     def skip_channels(self) -> list:
