@@ -10,10 +10,13 @@ NB_THREADS ?= 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install data models export check-export nbtest pytest test demo lab nb clean help bench bench-quick bench-sweep bench-precision bench-speed
+.PHONY: install data models export check-export nbtest pytest test demo lab nb clean help bench bench-quick bench-sweep bench-precision bench-speed docs docs-serve docs-test
 
 help:
-	@echo "make test   - set up .venv, the data, then test notebooks and package (what CI runs)"
+	@echo "make test   - set up .venv, the data, then test notebooks and package, build the website and test it in Chromium (what CI runs)"
+	@echo "make docs   - the course as a website (docs/_build/html) from the committed notebooks, not executed; offline (about 30 s)"
+	@echo "make docs-serve - serve it on http://localhost:$(DOCS_PORT) (DOCS_PORT=...)"
+	@echo "make docs-test  - build it, then check every page in headless Chromium (apt-get install chromium; about 1-2 min)"
 	@echo "make demo   - train a DDPM on Fashion-MNIST for 10 minutes of this machine (DEMO_ARGS=\"--minutes M\" or \"--steps N\"), then samples, loss curve, FID"
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make nb NB=nbs/X.ipynb - execute a notebook in place with its slow cells, shrink its PNGs, clean it"
@@ -33,6 +36,12 @@ $(STAMP): settings.ini setup.py
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The website's tools (settings.ini's docs_requirements: Jupyter Book 1, MathJax from PyPI, Playwright), installed once.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) settings.ini setup.py
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
 
 # Fashion-MNIST: Debian's package when we can install it, else torchvision's download.
 data: $(STAMP)
@@ -70,7 +79,7 @@ nbtest: $(STAMP) data models
 pytest: $(STAMP) data
 	$(BIN)/python -m pytest tests/ -q -rs
 
-test: $(STAMP) data models check-export
+test: $(STAMP) data models check-export docs
 	@start=$$(date +%s); OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing; rc=$$?; \
 	  echo "nbdev_test: $$(( $$(date +%s) - start )) s"; exit $$rc
 	$(BIN)/python -m pytest tests/ -q -rs
@@ -88,7 +97,20 @@ nb: $(STAMP) data
 	tools/run_nb.sh $(NB)
 
 clean:
-	rm -rf .export-check _docs _proc
+	rm -rf .export-check _docs _proc docs/_build
+
+# The course as a website (docs/build.py says how): docs/_build/html, built from the committed outputs, never executed.
+DOCS_PORT ?= 8000
+docs: $(DOCS_STAMP)
+	@start=$$(date +%s); $(BIN)/python docs/build.py && echo "docs: $$(( $$(date +%s) - start )) s; read it with 'make docs-serve'"
+
+docs-serve:
+	@test -f docs/_build/html/index.html || $(MAKE) --no-print-directory docs
+	@echo "docs-serve: http://localhost:$(DOCS_PORT)/ (Ctrl-C stops it)"
+	$(BIN)/python -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory docs/_build/html
+
+docs-test: docs
+	$(BIN)/python -m pytest tests/test_docs.py -q -rs
 
 # Benchmark (issue 13, bench/README.md). Needs denoising-diffusion-pytorch==2.3.4 (in dev_requirements); bench.py names the install command if missing.
 # Uses all logical CPUs (BENCH_THREADS) for torch: run it on a quiet machine, the tables record the load average.
