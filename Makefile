@@ -10,7 +10,7 @@ NB_THREADS ?= 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install data models export check-export nbtest pytest test demo lab nb clean help bench bench-quick bench-sweep bench-precision bench-speed docs docs-serve docs-test
+.PHONY: install data models export check-export nbtest pytest test demo lab nb fill clean help bench bench-quick bench-sweep bench-precision bench-speed docs docs-serve docs-test
 
 help:
 	@echo "make test   - set up .venv, the data, then test notebooks and package, build the website and test it in Chromium (what CI runs)"
@@ -20,6 +20,7 @@ help:
 	@echo "make demo   - train a DDPM on Fashion-MNIST for 10 minutes of this machine (DEMO_ARGS=\"--minutes M\" or \"--steps N\"), then samples, loss curve, FID"
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make nb NB=nbs/X.ipynb - execute a notebook in place with its slow cells, shrink its PNGs, clean it"
+	@echo "make fill NB=nbs/X.ipynb - run a notebook as the tests do (no slow cells) and fill only the cells without outputs (after editing them)"
 	@echo "make bench  - benchmark (about 23 min on 2 idle cores): FID per training budget vs diffusers and denoising-diffusion-pytorch, throughput, FLOP/s"
 	@echo "              (BUDGET=90 s per run, N=250, SAMPLE_STEPS=50, SEEDS=3, BENCH_THREADS=nproc); writes bench/results/bench.{json,md}"
 	@echo "make bench-sweep - the peers' learning-rate sweep that feeds make bench (SWEEP_BUDGET=60 s per run, about 13 min)"
@@ -95,6 +96,10 @@ lab: $(STAMP) data
 # Execute notebooks with their slow cells (what the committed outputs come from): make nb NB="nbs/04e_cache.ipynb nbs/05_metrics.ipynb"
 nb: $(STAMP) data
 	tools/run_nb.sh $(NB)
+
+# After editing cells of a chapter whose slow cells take long: run it as nbdev_test does and fill only the cells that lost their outputs: make fill NB=nbs/X.ipynb
+fill: $(STAMP) data
+	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python tools/fill_outputs.py $(NB)
 
 clean:
 	rm -rf .export-check _docs _proc docs/_build

@@ -46,7 +46,7 @@ class ControlNetConditioningEmbedding(nn.Module):
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         return self.conv_out(F.silu(self.conv(F.silu(self.conv_in(cond)))))
 
-# %% ../nbs/12_controlnet.ipynb #acddc416
+# %% ../nbs/12_controlnet.ipynb #30296c3a
 @dataclass
 class ControlNetOutput:
     "What a ControlNet returns: one residual per skip of the base UNet, and one for its middle block."
@@ -61,7 +61,8 @@ class ControlNet(ConfiguredModel):
         if not isinstance(conditioning_channels, int) or conditioning_channels < 1:
             raise ValueError(f"conditioning_channels must be a positive int, got {conditioning_channels!r}")
         encoder = UNet(**unet_config)
-        self.config = dict(encoder.config, conditioning_channels=conditioning_channels, conditioning_hidden_channels=conditioning_hidden_channels)
+        unet_config = dict(encoder.config)                              # the UNet arguments as the UNet checked them
+        self.register_config(locals())
         self.time_mlp, self.class_embedding, self.conv_in = encoder.time_mlp, encoder.class_embedding, encoder.conv_in
         self.down_blocks, self.mid_block, self.num_levels = encoder.down_blocks, encoder.mid_block, encoder.num_levels
         self.controlnet_cond_embedding = ControlNetConditioningEmbedding(conditioning_channels, encoder.config["base_channels"], conditioning_hidden_channels)
@@ -116,7 +117,7 @@ def edge_agreement(edges_a: torch.Tensor, edges_b: torch.Tensor) -> torch.Tensor
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
     return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-8)).mean()
 
-# %% ../nbs/12_controlnet.ipynb #fcc77a2b
+# %% ../nbs/12_controlnet.ipynb #3a8ce8d6
 def load_base_unet(base_run) -> UNet:
     "The EMA `UNet` of the training run folder `base_run`, on the CPU, frozen (`requires_grad=False`), in eval mode; a clear error if the run is missing."
     base_run = Path(base_run).expanduser()
@@ -139,6 +140,8 @@ class ControlledUNet(ConfiguredModel):
                              "and unet (a UNet config, for a model whose weights are loaded next)")
         base = load_base_unet(base_run) if base_run is not None else UNet(**unet)
         self._attach(base, ControlNet.from_unet(base, conditioning_channels, conditioning_hidden_channels))
+        unet, base_run = dict(base.config), None      # recorded: the base's config, so the model rebuilds without the base's run folder
+        self.register_config(locals())
 
     def _attach(self, base: UNet, controlnet: ControlNet) -> None:
         self.unet, self.controlnet = base.requires_grad_(False).eval(), controlnet

@@ -119,7 +119,7 @@ def digits(split: str = "train", subset: int | None = None, seed: int = 0) -> Te
     return TensorDataset(scale_pixels(x[idx], max_value=16.0), y[idx])
 
 # %% ../nbs/00b_data.ipynb #9211ae98
-DATASETS = LazyRegistry({"fashion_mnist": fashion_mnist, "digits": digits}, later={"fashion_mnist_latents": "latent", "fashion_mnist_latents_small": "latent"})
+DATASETS = LazyRegistry({"fashion_mnist": fashion_mnist, "digits": digits}, later={"fashion_mnist_latents": "autoencoder", "fashion_mnist_latents_small": "autoencoder"})
 DATASET_SHAPES = LazyRegistry({"fashion_mnist": (1, 28, 28), "digits": (1, 8, 8)}, later=DATASETS.later)
 DATASET_CLASSES = LazyRegistry({"fashion_mnist": 10, "digits": 10}, later=DATASETS.later)
 

@@ -14,13 +14,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .core import generator_for
+from .core import seed_for
 from .ddpm_maths import alpha_bar_at, predict_x0, predict_eps_from_x0, predict_eps_from_v, PREDICTION_TYPES
 from .schedulers import NoiseScheduler, SchedulerOutput, randn_tensor
 
 # %% auto #0
 __all__ = ['predict_eps', 'ddim_mean', 'ddim_sigma', 'DDIMScheduler', 'ddim_invert', 'ddim_decode', 'slerp', 'distillation_x0',
-           'distillation_schedules', 'distillation_gap', 'distill']
+           'distillation_schedules', 'distillation_gap', 'distillation_loss', 'distill']
 
 # %% ../nbs/07_ddim.ipynb #c9efb9fa
 def predict_eps(xt: torch.Tensor, t, alpha_bar: torch.Tensor, model_output: torch.Tensor, prediction_type: str = "epsilon") -> torch.Tensor:
@@ -58,7 +58,7 @@ class DDIMScheduler(NoiseScheduler):
         super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, timestep_spacing, steps_offset)
         # alpha_bar after the last step: clean data (1), or the noise level of t = 0
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0].clone()
-        self._register_config(locals())
+        self.register_config(locals())
 
     def _previous_timesteps(self, timesteps: np.ndarray) -> np.ndarray:
         "diffusers' rule: t' = t - T // n for `set_timesteps(n)` (-1 below 0); the next entry for explicit timesteps."
@@ -166,6 +166,8 @@ def distillation_schedules(student_steps: int, num_train_timesteps: int = 1000, 
     kw = dict(scheduler_kwargs, num_train_timesteps=num_train_timesteps, timestep_spacing="trailing", clip_sample=False)
     student, teacher = DDIMScheduler(**kw), DDIMScheduler(**kw)
     student.set_timesteps(student_steps); teacher.set_timesteps(2 * student_steps)
+    mid = teacher.prev_timestep_of[student.timesteps]          # on the CPU, once: every student step is two teacher steps
+    assert torch.equal(teacher.prev_timestep_of[mid.clamp(min=0)], student.prev_timestep_of[student.timesteps]), "teacher and student timesteps do not pair up"
     return student, teacher
 
 class _Pairs:
@@ -174,13 +176,13 @@ class _Pairs:
         self.ts = student_sch.timesteps.to(device)
         self.mid = teacher_sch.prev_timestep_of.to(device)[self.ts]
         self.end = student_sch.prev_timestep_of.to(device)[self.ts]
-        assert torch.equal(teacher_sch.prev_timestep_of.to(device)[self.mid.clamp(min=0)], self.end), "teacher and student timesteps do not pair up"
         self.alpha_bar = student_sch.alphas_cumprod.to(device)
 
     @torch.no_grad()
     def draw(self, teacher, x0: torch.Tensor, generator: torch.Generator):
-        k = torch.randint(0, len(self.ts), (len(x0),), generator=generator).to(x0.device)
-        eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+        "Draws on the generator's device (the model's, in `distill`: no copy), then moves what it drew to `x0`'s (a no-op there)."
+        k = torch.randint(0, len(self.ts), (len(x0),), generator=generator, device=generator.device).to(x0.device)
+        eps = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
         t, t_mid, t_end = self.ts[k], self.mid[k], self.end[k]
         ab_t, ab_mid, ab_end = (_alpha_bar_or_one(self.alpha_bar, s) for s in (t, t_mid, t_end))
         z_t = ab_t.sqrt() * x0 + (1 - ab_t).sqrt() * eps
@@ -192,8 +194,14 @@ def distillation_gap(student, teacher, images: torch.Tensor, student_steps: int,
     "Mean squared distance between the student's one DDIM step and the teacher's two, over `images` (timesteps and noise drawn with `seed`)."
     s_sch, t_sch = distillation_schedules(student_steps, num_train_timesteps)
     pairs = _Pairs(s_sch, t_sch, images.device)
-    z_t, t, z_end, ab_t, ab_end = pairs.draw(teacher, images, torch.Generator().manual_seed(seed))
+    z_t, t, z_end, ab_t, ab_end = pairs.draw(teacher, images, torch.Generator(images.device).manual_seed(seed))
     return (_ddim_step(student, z_t, t, ab_t, ab_end) - z_end).pow(2).mean().item()
+
+def distillation_loss(student, teacher, pairs: _Pairs, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    "One batch of `distill`'s loss: draw (z_t, t) and the teacher's two steps, regress the student's noise on the noise of the target $\\tilde x$."
+    z_t, t, z_end, ab_t, ab_end = pairs.draw(teacher, x0, generator)
+    eps_target = (z_t - ab_t.sqrt() * distillation_x0(z_t, z_end, ab_t, ab_end)) / (1 - ab_t).sqrt()
+    return F.mse_loss(student(z_t, t), eps_target)
 
 def distill(teacher: nn.Module, images: torch.Tensor, student_steps: int, steps: int = 200, batch_size: int = 64, lr: float = 1e-4,
             seed: int = 0, num_train_timesteps: int = 1000, progress: bool = True) -> tuple[nn.Module, list]:
@@ -203,14 +211,13 @@ def distill(teacher: nn.Module, images: torch.Tensor, student_steps: int, steps:
     teacher = teacher.eval()
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     pairs = _Pairs(s_sch, t_sch, device)
+    images = images.to(device)                                        # once: each batch is then indexed on the device
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     losses = []
     for step in tqdm(range(steps), desc=f"distilling {2 * student_steps} -> {student_steps} steps", disable=not progress):
-        g = generator_for(seed, "distill", student_steps, step)
-        x0 = images[torch.randint(0, len(images), (batch_size,), generator=g)].to(device)
-        z_t, t, z_end, ab_t, ab_end = pairs.draw(teacher, x0, g)
-        eps_target = (z_t - ab_t.sqrt() * distillation_x0(z_t, z_end, ab_t, ab_end)) / (1 - ab_t).sqrt()
-        loss = F.mse_loss(student(z_t, t), eps_target)
+        g = torch.Generator(device).manual_seed(seed_for(seed, "distill", student_steps, step))   # on the CPU: generator_for's stream
+        x0 = images[torch.randint(0, len(images), (batch_size,), generator=g, device=device)]
+        loss = distillation_loss(student, teacher, pairs, x0, g)
         optimizer.zero_grad(set_to_none=True); loss.backward(); optimizer.step()
         losses.append(loss.detach())
     return student.eval().requires_grad_(False), torch.stack(losses).cpu().tolist()

@@ -24,22 +24,24 @@ __all__ = ['diffusers_loss', 'train_with_diffusers', 'sample_images', 'fine_tune
 
 # %% ../nbs/10_diffusers.ipynb #4dca3b79
 def diffusers_loss(unet: nn.Module, noise_scheduler, clean_images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    "The 🤗 course's loss on one batch: t ~ U{0..T-1}, then eps ~ N(0, I) (CPU `generator`, in the course objective's order), x_t = `noise_scheduler.add_noise(x_0, eps, t)`, MSE of `unet(x_t, t).sample` against eps."
+    "The 🤗 course's loss on one batch: t ~ U{0..T-1}, then eps ~ N(0, I) (drawn on `generator`'s device, in the course objective's order), x_t = `noise_scheduler.add_noise(x_0, eps, t)`, MSE of `unet(x_t, t).sample` against eps."
     n, device = clean_images.shape[0], clean_images.device
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (n,), generator=generator).to(device)
-    noise = torch.randn(clean_images.shape, generator=generator).to(device, clean_images.dtype)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (n,), generator=generator, device=generator.device).to(device)   # no-op when
+    noise = torch.randn(clean_images.shape, generator=generator, device=generator.device).to(device, clean_images.dtype)                   # on one device
     noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
     return F.mse_loss(unet(noisy_images, timesteps).sample, noise)
 
 def train_with_diffusers(unet: nn.Module, noise_scheduler, images: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 1e-3,
                          seed: int = 0, progress: bool = True) -> list[float]:
-    "Train a diffusers `UNet2DModel` in place with the 🤗 course's loop (AdamW at a constant `lr`, no EMA); batches as the course's `Learner` draws them. Returns the losses."
+    "Train a diffusers `UNet2DModel` in place with the 🤗 course's loop (AdamW at a constant `lr`, no EMA); batches and draws as the course's `Learner` makes them, on the model's device. Returns the losses."
+    device = next(unet.parameters()).device
+    images = images.to(device)                         # once: each batch is indexed on the device
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0, foreach=True)
     unet.train()
     losses = []
     for step in trange(steps, disable=not progress, desc="diffusers loop"):
-        batch = images[batch_indices(step, batch_size, len(images), seed)]
-        loss = diffusers_loss(unet, noise_scheduler, batch, step_generator(seed, step))
+        batch = images[batch_indices(step, batch_size, len(images), seed, device=device)]
+        loss = diffusers_loss(unet, noise_scheduler, batch, step_generator(seed, step, device=device))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -148,7 +148,7 @@ class SpatialTransformer(ContextBlock):
 
 SPATIAL_TRANSFORMER_TO_DIFFUSERS = TRANSFORMER_BLOCK_TO_DIFFUSERS + [("blocks", "transformer_blocks")]
 
-# %% ../nbs/11_unet_internals.ipynb #38daea4b
+# %% ../nbs/11_unet_internals.ipynb #2b926a3a
 class SDUNet(UNet):
     "Chapter 04a's UNet skeleton with Stable Diffusion's blocks: SDResBlocks and SpatialTransformers (`transformer_depth` blocks, `attention_heads` heads); same forward signature."
     def __init__(self, transformer_depth: int = 1, scale_shift: bool = False, **unet_kwargs):
@@ -167,4 +167,4 @@ class SDUNet(UNet):
         for blocks in (self.down_blocks, self.up_blocks):
             for i in range(len(blocks)): blocks[i] = rebuild(blocks[i])
         self.mid_block = rebuild(self.mid_block)
-        self.config = dict(cfg, transformer_depth=transformer_depth, scale_shift=scale_shift)
+        self.register_config(locals())                               # the UNet's recorded arguments, and these two

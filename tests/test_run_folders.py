@@ -51,8 +51,8 @@ def test_run_folder_loads_as_its_own_class(runs, kind, tmp_path, monkeypatch):
     assert index["_class_name"] == class_name and set(index[PART_HASHES]) >= {"unet"}
     expected = load_pipeline(folder, device="cpu")(4, 3, generator=torch.Generator().manual_seed(1), **kw).images
     monkeypatch.setenv("DIFFUSION_COURSE_DATA", str(tmp_path / "empty-cache" / "data"))   # nothing cached: loading must not need (or train) anything
-    import diffusion_course.latent as latent
-    monkeypatch.setattr(latent, "train_autoencoder", lambda *a, **k: pytest.fail("an autoencoder was trained while loading"))
+    import diffusion_course.autoencoder as autoencoder
+    monkeypatch.setattr(autoencoder, "train_autoencoder", lambda *a, **k: pytest.fail("an autoencoder was trained while loading"))
     pipe = DDPMPipeline.from_pretrained(folder)
     assert type(pipe).__name__ == class_name
     assert torch.equal(pipe(4, 3, generator=torch.Generator().manual_seed(1), **kw).images, expected)

@@ -16,10 +16,26 @@ from .core import report_check, try_call
 # %% auto #0
 __all__ = ['check_flatten_state', 'check_safe_load']
 
-# %% ../../nbs/exercises/04c_checkpoints.ipynb #32b0808e
+# %% ../../nbs/exercises/04c_checkpoints.ipynb #4a8b87f1
+def _name_problems(want: set, got: set) -> list[str]:
+    "What is wrong with the names of a flattened training state: missing optimizer moments or buffers, or unexpected names."
+    problems, missing, extra = [], sorted(want - got), sorted(got - want)
+    if missing and not any(k.startswith("optimizer/") for k in got):
+        problems.append(f"AdamW's state is missing ({', '.join(k for k in missing if k.startswith('optimizer/0/'))}, ...): without its moments "
+                        "a resumed run takes other steps than an uninterrupted one")
+    elif any(k.startswith("model/") and "running" in k for k in missing):
+        problems.append(f"missing {[k for k in missing if k.startswith('model/')][:3]}: buffers (batch norm's running statistics) are part of the model's "
+                        "state; named_parameters() skips them, model.state_dict() has them")
+    elif missing: problems.append(f"missing {missing[:4]}")
+    if extra:
+        hint = (": name the optimizer's tensors by the index i in optimizer.state_dict()['state'] (what restore_optimizer and "
+                "optimizer.load_state_dict expect), not by the parameter's name or id()") if all(k.startswith("optimizer/") for k in extra) else ""
+        problems.append(f"unexpected names {extra[:3]}{hint}")
+    return problems
+
 def check_flatten_state(fn: Callable) -> bool:
     "Exercise checker: is `fn(model, optimizer)` the `{name: tensor}` dict of `checkpoint_tensors` (model/..., optimizer/<i>/...), enough to resume exactly? Prints what is wrong."
-    name, problems = "flatten a training state", []
+    name = "flatten a training state"
     def setup():
         torch.manual_seed(0)
         net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
@@ -38,18 +54,7 @@ def check_flatten_state(fn: Callable) -> bool:
     if not_tensors:
         k = not_tensors[0]
         return report_check(name, [f"got[{k!r}] is a {type(got[k]).__name__}: safetensors stores tensors only; flatten nested dicts into names (optimizer/<i>/<key>)"])
-    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-    if missing and not any(k.startswith("optimizer/") for k in got):
-        problems.append(f"AdamW's state is missing ({', '.join(k for k in missing if k.startswith('optimizer/0/'))}, ...): without its moments "
-                        "a resumed run takes other steps than an uninterrupted one")
-    elif any(k.startswith("model/") and "running" in k for k in missing):
-        problems.append(f"missing {[k for k in missing if k.startswith('model/')][:3]}: buffers (batch norm's running statistics) are part of the model's "
-                        "state; named_parameters() skips them, model.state_dict() has them")
-    elif missing: problems.append(f"missing {missing[:4]}")
-    if extra:
-        hint = (": name the optimizer's tensors by the index i in optimizer.state_dict()['state'] (what restore_optimizer and "
-                "optimizer.load_state_dict expect), not by the parameter's name or id()") if all(k.startswith("optimizer/") for k in extra) else ""
-        problems.append(f"unexpected names {extra[:3]}{hint}")
+    problems = _name_problems(set(want), set(got))
     if problems: return report_check(name, problems)
     differ = [k for k in want if got[k].shape != want[k].shape or not torch.equal(got[k].detach().cpu(), want[k])]
     if differ: return report_check(name, [f"{differ[:3]} hold other values than the model's and optimizer's state"])

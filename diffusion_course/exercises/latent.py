@@ -6,7 +6,8 @@
 from __future__ import annotations
 from typing import Callable
 import torch
-from ..latent import PHRASINGS, caption_indices, latent_scale_factor
+from ..autoencoder import latent_scale_factor
+from ..latent import PHRASINGS, caption_indices
 from .core import report_check, try_call
 
 # %% auto #0

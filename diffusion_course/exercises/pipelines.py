@@ -44,10 +44,21 @@ def check_guided_output(fn: Callable) -> bool:
         break
     return report_check(name, problems)
 
-# %% ../../nbs/exercises/04b_pipelines.ipynb #958f990f
+# %% ../../nbs/exercises/04b_pipelines.ipynb #2be7fc29
+def _timestep_problems(seen: list, expected: list, steps: int) -> list[str]:
+    "What is wrong with the timesteps a learner's loop gave the model."
+    if len(seen) != steps:
+        return [f"the model was called {len(seen)} times, expected once per step ({steps}): call scheduler.set_timesteps(num_inference_steps) "
+                "first, then loop over scheduler.timesteps"]
+    if seen == expected[::-1]:
+        return [f"the model saw the timesteps in ascending order {seen[:3]}...: sampling starts from noise at t = {expected[0]} "
+                "and walks down to t = 0; scheduler.timesteps is already in that order"]
+    if seen != expected: return [f"the model saw the timesteps {seen[:4]}..., expected {expected[:4]}... (scheduler.timesteps after set_timesteps({steps}))"]
+    return []
+
 def check_sampling_loop(fn: Callable) -> bool:
     "Exercise checker: does `fn(model, scheduler, batch_size, num_inference_steps, generator)` give `DDPMPipeline`'s images for the same generator? Prints what is wrong."
-    name, problems = "sampling loop", []
+    name = "sampling loop"
     class Spy(GaussianOracle):
         "Records the timestep of every call."
         def forward(self, x, t):
@@ -68,14 +79,7 @@ def check_sampling_loop(fn: Callable) -> bool:
     if not torch.is_tensor(got) or got.shape != want.shape:
         return report_check(name, [f"return x as a tensor of shape (batch_size, *model.image_shape) = {tuple(want.shape)}, "
                                    f"got {tuple(got.shape) if torch.is_tensor(got) else type(got).__name__}"])
-    if len(seen) != steps:
-        problems.append(f"the model was called {len(seen)} times, expected once per step ({steps}): call scheduler.set_timesteps(num_inference_steps) "
-                        "first, then loop over scheduler.timesteps")
-    elif seen == expected[::-1]:
-        problems.append(f"the model saw the timesteps in ascending order {seen[:3]}...: sampling starts from noise at t = {expected[0]} "
-                        "and walks down to t = 0; scheduler.timesteps is already in that order")
-    elif seen != expected:
-        problems.append(f"the model saw the timesteps {seen[:4]}..., expected {expected[:4]}... (scheduler.timesteps after set_timesteps({steps}))")
+    problems = _timestep_problems(seen, expected, steps)
     if problems: return report_check(name, problems)
     if not torch.is_tensor(again) or not torch.equal(got, again):
         problems.append("two calls with equally seeded generators gave different images: some noise comes from torch's global random state; "

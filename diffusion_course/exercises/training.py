@@ -44,7 +44,25 @@ def check_lr_at(fn: Callable) -> bool:
         break
     return report_check(name, problems)
 
-# %% ../../nbs/exercises/04d_training.ipynb #16045e03
+# %% ../../nbs/exercises/04d_training.ipynb #bfe40b7c
+def _l_simple_hint(model, x0, t, noise, alpha_bar, ptype: str, value: float) -> str:
+    "The usual mistake that gives the loss `value`, or ''."
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    targets = {"epsilon": noise, "sample": x0, "v_prediction": ab.sqrt() * noise - (1 - ab).sqrt() * x0}
+    described = {"epsilon": "the noise eps", "sample": "x0", "v_prediction": "v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0"}
+    with torch.no_grad():
+        mse = lambda x, target, reduction="mean": F.mse_loss(model(x, t), target, reduction=reduction).item()
+        close = lambda v: abs(value - v) < 1e-6 * max(1.0, abs(v))
+        if close(mse(x_t, targets[ptype], "sum")): return ": that is the sum of the squared errors; L_simple is their mean (F.mse_loss)"
+        if close(mse(ab * x0 + (1 - ab) * noise, targets[ptype])):
+            return ": x_t mixes x0 and the noise with sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t), not alpha_bar_t and 1 - alpha_bar_t"
+        if ptype == "v_prediction" and close(mse(x_t, -targets[ptype])): return f": mind the sign, {described[ptype]}"
+        if close(mse(x0, targets[ptype])): return ": the network must see the noised x_t, not x0"
+        for other, target in targets.items():
+            if other != ptype and close(mse(x_t, target)): return f": that is the loss of prediction_type={other!r}; for {ptype!r} the target is {described[ptype]}"
+    return ""
+
 def check_l_simple(fn: Callable) -> bool:
     "Exercise checker: is `fn(model, x0, t, noise, alpha_bar, prediction_type)` the loss `DiffusionObjective` computes with that t and noise, differentiable? Prints what is wrong."
     name, problems = "L_simple", []
@@ -73,22 +91,7 @@ def check_l_simple(fn: Callable) -> bool:
                                        "loss.backward() must reach the network's weights"])
         value = got.item()
         if abs(value - want) < 1e-6 * max(1.0, want): continue
-        ab = alpha_bar[t].view(-1, 1, 1, 1)
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        targets = {"epsilon": noise, "sample": x0, "v_prediction": ab.sqrt() * noise - (1 - ab).sqrt() * x0}
-        described = {"epsilon": "the noise eps", "sample": "x0", "v_prediction": "v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0"}
-        with torch.no_grad():
-            mse = lambda x, target, reduction="mean": F.mse_loss(model(x, t), target, reduction=reduction).item()
-            close = lambda v: abs(value - v) < 1e-6 * max(1.0, abs(v))
-            hint = ""
-            if close(mse(x_t, targets[ptype], "sum")): hint = ": that is the sum of the squared errors; L_simple is their mean (F.mse_loss)"
-            elif close(mse(ab * x0 + (1 - ab) * noise, targets[ptype])):
-                hint = ": x_t mixes x0 and the noise with sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t), not alpha_bar_t and 1 - alpha_bar_t"
-            elif ptype == "v_prediction" and close(mse(x_t, -targets[ptype])): hint = f": mind the sign, {described[ptype]}"
-            elif close(mse(x0, targets[ptype])): hint = ": the network must see the noised x_t, not x0"
-            else:
-                for other, target in targets.items():
-                    if other != ptype and close(mse(x_t, target)): hint = f": that is the loss of prediction_type={other!r}; for {ptype!r} the target is {described[ptype]}"
+        hint = _l_simple_hint(model, x0, t, noise, alpha_bar, ptype, value)
         problems.append(f"prediction_type={ptype!r}: loss {value:.6f}, expected {want:.6f}{hint}")
         break
     return report_check(name, problems)
