@@ -6,6 +6,7 @@
 from __future__ import annotations
 import numbers
 import copy
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 from .core import seed_for
 from .ddpm_maths import alpha_bar_at, predict_x0, predict_eps_from_x0, predict_eps_from_v, PREDICTION_TYPES
 from .schedulers import NoiseScheduler, SchedulerOutput, randn_tensor
+from .training.loop import Learner, LocalBackend, LossLogger
 
 # %% auto #0
 __all__ = ['predict_eps', 'ddim_mean', 'ddim_sigma', 'DDIMScheduler', 'ddim_invert', 'ddim_decode', 'slerp', 'distillation_x0',
@@ -213,11 +215,14 @@ def distill(teacher: nn.Module, images: torch.Tensor, student_steps: int, steps:
     pairs = _Pairs(s_sch, t_sch, device)
     images = images.to(device)                                        # once: each batch is then indexed on the device
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
-    losses = []
-    for step in tqdm(range(steps), desc=f"distilling {2 * student_steps} -> {student_steps} steps", disable=not progress):
-        g = torch.Generator(device).manual_seed(seed_for(seed, "distill", student_steps, step))   # on the CPU: generator_for's stream
-        x0 = images[torch.randint(0, len(images), (batch_size,), generator=g, device=device)]
-        loss = distillation_loss(student, teacher, pairs, x0, g)
-        optimizer.zero_grad(set_to_none=True); loss.backward(); optimizer.step()
-        losses.append(loss.detach())
-    return student.eval().requires_grad_(False), torch.stack(losses).cpu().tolist()
+    step_generator = {}
+    def generators(step):               # one generator per step on the model's device (on the CPU, generator_for's stream): it draws the batch, then t and the noise
+        if step not in step_generator: step_generator.clear(); step_generator[step] = torch.Generator(device).manual_seed(seed_for(seed, "distill", student_steps, step))
+        return step_generator[step]
+    def batches(step): return {"images": images[torch.randint(0, len(images), (batch_size,), generator=generators(step), device=device)]}
+    def objective(student, batch, generator): return distillation_loss(student, teacher, pairs, batch["images"], generator)
+    run = SimpleNamespace(steps=steps, batch_size=batch_size, seed=seed, grad_clip=0, gradient_accumulation_steps=1, log_every=50)
+    learn = Learner(run, student, None, optimizer, objective, None, LocalBackend(device),
+                    [LossLogger(progress, f"distilling {2 * student_steps} -> {student_steps} steps")], batches=batches, generators=generators)
+    learn.fit()                         # the teacher is fixed for the round; the losses stay on the device, to the host every log_every steps
+    return student.eval().requires_grad_(False), learn.losses

@@ -1,10 +1,11 @@
-"""The side loops (chapter 05's feature classifier, chapter 02's VAE, chapter 13's autoencoder) run on the `Learner` of chapter 04d. Each must give
+"""The side loops (chapter 05's feature classifier, chapter 02's VAE, chapter 13's autoencoder, chapter 07's distillation, chapter 09's noisy classifier) run on the `Learner` of chapter 04d. Each must give
 bit for bit the weights and losses of the plain loop it replaced (the classifier is behind every FID of the course): the plain loops are kept
 here as references and run at tiny settings. A NaN loss stops a side loop with `TrainingDiverged`, naming the step."""
 import os
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 os.environ.setdefault("DIFFUSION_COURSE_DEVICE", "cpu")
@@ -13,6 +14,9 @@ from diffusion_course.data import fashion_mnist, take_subset
 from diffusion_course.metrics import ClassifierConfig, FashionClassifier, classifier_split, random_shift_images, train_classifier
 from diffusion_course.vae import MLPVAE, AutoEncoder, train_vae
 from diffusion_course.autoencoder import AutoencoderConfig, KLAutoencoder, autoencoder_loss, train_autoencoder
+from diffusion_course.core import seed_for
+from diffusion_course.ddim import distill, distillation_schedules, distillation_loss, _Pairs
+from diffusion_course.guidance import NoisyClassifier, noisy_classifier_loss, train_noisy_classifier
 from diffusion_course.training.loop import RunningBatches, TrainingDiverged
 
 CPU = torch.device("cpu")
@@ -81,6 +85,50 @@ def plain_autoencoder(config):
     return model, losses
 
 
+def plain_noisy_classifier(images, labels, alpha_bar, steps, batch_size, lr, seed, **model_kwargs):
+    "The plain loop of `train_noisy_classifier` before the Learner: a fresh generator per step draws the batch, t and the noise."
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = NoisyClassifier(**model_kwargs)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    losses = []
+    for step in range(steps):
+        g = torch.Generator(CPU).manual_seed(seed_for(seed, "noisy_classifier", step))
+        idx = torch.randint(0, len(images), (batch_size,), generator=g, device=CPU)
+        loss = noisy_classifier_loss(model, images[idx], labels[idx], alpha_bar, g)
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+        losses.append(loss.detach())
+    return model.eval(), torch.stack(losses).tolist()
+
+
+def plain_distill(teacher, images, student_steps, steps, batch_size, lr, seed, num_train_timesteps=1000):
+    "The plain loop of `distill` before the Learner: one halving, a fresh generator per step draws the batch, the timesteps and the noise."
+    import copy
+    s_sch, t_sch = distillation_schedules(student_steps, num_train_timesteps)
+    teacher = teacher.eval()
+    student = copy.deepcopy(teacher).train().requires_grad_(True)
+    pairs = _Pairs(s_sch, t_sch, CPU)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    for step in range(steps):
+        g = torch.Generator(CPU).manual_seed(seed_for(seed, "distill", student_steps, step))
+        x0 = images[torch.randint(0, len(images), (batch_size,), generator=g, device=CPU)]
+        loss = distillation_loss(student, teacher, pairs, x0, g)
+        optimizer.zero_grad(set_to_none=True); loss.backward(); optimizer.step()
+        losses.append(loss.detach())
+    return student.eval().requires_grad_(False), torch.stack(losses).tolist()
+
+
+class TinyEpsilon(nn.Module):
+    "A tiny epsilon model `(z, t) -> eps` with dropout, so that the global RNG's draws are compared too."
+    def __init__(self):
+        super().__init__()
+        self.conv, self.time, self.drop = nn.Conv2d(1, 1, 3, padding=1), nn.Embedding(1000, 1), nn.Dropout(0.2)
+    def forward(self, z, t): return self.drop(self.conv(z)) + self.time(t).view(-1, 1, 1, 1)
+
+
 def test_classifier_learner_matches_plain_loop():
     config = ClassifierConfig(subset=300, epochs=2, batch_size=64, channels=(4, 8), hidden=16)   # 300 = 4 full batches + a short one per epoch
     ref, ref_losses = plain_classifier(config)
@@ -132,3 +180,25 @@ def test_running_batches_refuse_to_skip_steps():
     seen = torch.cat([batches(step)["images"] for step in range(3)])      # one epoch: 4 + 4 + 2
     assert sorted(seen.tolist()) == list(range(10))
     with pytest.raises(ValueError, match="in order"): batches(7)
+
+
+def test_noisy_classifier_learner_matches_plain_loop():
+    x, y = fashion_mnist("train", subset=200, seed=1).tensors
+    x = x[:, :, ::2, ::2].contiguous()                              # 14 x 14: a few milliseconds a step
+    alpha_bar = torch.linspace(0.999, 0.01, 1000)
+    kw = dict(steps=6, batch_size=16, lr=2e-3, seed=3, base_channels=8, channel_mults=(1, 2), num_classes=10)
+    ref, ref_losses = plain_noisy_classifier(x, y, alpha_bar, in_channels=1, **kw)
+    model = train_noisy_classifier(x, y, alpha_bar, progress=False, **kw)
+    assert len(model.losses) == 6 and model.losses == ref_losses
+    assert same_weights(model, ref) and not model.training
+
+
+def test_distill_learner_matches_plain_loop():
+    x = fashion_mnist("train", subset=100, seed=1).tensors[0]
+    torch.manual_seed(0); teacher = TinyEpsilon()
+    kw = dict(student_steps=5, steps=6, batch_size=8, lr=1e-3, seed=2)
+    torch.manual_seed(1); ref, ref_losses = plain_distill(teacher, x, **kw)
+    torch.manual_seed(1); student, losses = distill(teacher, x, progress=False, **kw)
+    assert len(losses) == 6 and losses == ref_losses
+    assert same_weights(student, ref) and not student.training
+    assert not any(p.requires_grad for p in student.parameters()) and not any(p.grad is not None for p in teacher.parameters())
