@@ -84,11 +84,11 @@ class NoisyClassifier(Configured, nn.Module):
         emb = self.time_mlp(timesteps_for_batch(t, x.shape[0], x.device))
         return self.head(self.blocks(self.conv_in(x), emb))
 
-# %% ../nbs/09_guidance.ipynb #e39a4c5f
+# %% ../nbs/09_guidance.ipynb #0f08a161
 from types import SimpleNamespace
 
 from .core import seed_for
-from .training.loop import Learner, LocalBackend, TorchScheduler, LossLogger
+from .training.loop import step_generators, Learner, LocalBackend, TorchScheduler, LossLogger
 
 def noisy_classifier_loss(classifier: nn.Module, x0: torch.Tensor, labels: torch.Tensor, alpha_bar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     "Cross-entropy of `classifier` on $x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon$, with $t \\sim \\mathcal U\\{0..T-1\\}$ and $\\epsilon$ drawn from `generator` on its device (a CPU generator's are moved to `x0`'s)."
@@ -109,10 +109,7 @@ def train_noisy_classifier(images: torch.Tensor, labels: torch.Tensor, alpha_bar
     model.to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    step_generator = {}
-    def generators(step):               # one generator per step, on the images' device (on the CPU, generator_for's): it draws the batch, then t and the noise
-        if step not in step_generator: step_generator.clear(); step_generator[step] = torch.Generator(dev).manual_seed(seed_for(seed, "noisy_classifier", step))
-        return step_generator[step]
+    generators = step_generators(seed, "noisy_classifier", device=dev)     # one per step: it draws the batch, then t and the noise
     def batches(step):                  # batch_size indices drawn with replacement
         idx = torch.randint(0, len(images), (batch_size,), generator=generators(step), device=dev)
         return {"images": images[idx], "class_labels": labels[idx]}

@@ -18,17 +18,26 @@ from .config import TrainConfig, register_objective, objective_class, lr_at, ema
 from .backend import Backend
 
 # %% auto #0
-__all__ = ['step_generator', 'batch_indices', 'ema_update', 'DiffusionObjective', 'ClassConditionalObjective', 'make_objective',
-           'TrainingDiverged', 'Callback', 'Learner', 'RunningBatches', 'LocalBackend', 'LRSchedule', 'TorchScheduler',
-           'EMA', 'LossLogger', 'GracefulStop']
+__all__ = ['step_generator', 'step_generators', 'batch_indices', 'ema_update', 'DiffusionObjective', 'ClassConditionalObjective',
+           'make_objective', 'TrainingDiverged', 'Callback', 'Learner', 'RunningBatches', 'LocalBackend', 'LRSchedule',
+           'TorchScheduler', 'EMA', 'LossLogger', 'GracefulStop']
 
-# %% ../../nbs/04d_ddpm_training.ipynb #c9d7d9c8
+# %% ../../nbs/04d_ddpm_training.ipynb #d33a5401
 def step_generator(seed: int, step: int, purpose: str = "step", device=None) -> torch.Generator:
     """The generator of one training step, on `device` (the CPU by default): a pure function of `(seed, step)`. The Learner asks for one on its
     device, so that t, the noise and the dropout masks are drawn where the model is (a CUDA generator's stream differs from the CPU's: on a GPU the
     draws are different numbers, equally reproducible)."""
     if device is None or torch.device(device).type == "cpu": return generator_for(seed, purpose, step)
     return torch.Generator(device).manual_seed(seed_for(seed, purpose, step))
+
+def step_generators(seed: int, *keys, device=None):
+    """`generators(step)` for a `Learner` whose batches and loss share one generator per step (chapter 09's noisy classifier, chapter 07's
+    distillation): seeded by `(seed, *keys, step)` on `device`, the same object for every call within a step, so it draws the batch, then t and the noise."""
+    current = {}
+    def generators(step: int) -> torch.Generator:
+        if step not in current: current.clear(); current[step] = torch.Generator(device if device is not None else "cpu").manual_seed(seed_for(seed, *keys, step))
+        return current[step]
+    return generators
 
 _PERMS: dict = {}
 
