@@ -219,4 +219,4 @@ def fashion_mnist_latents_small(split: str = "train", subset: int | None = None,
     return latent_dataset(LATENT_DATASETS["fashion_mnist_latents_small"], split, subset, seed)
 
 for _name, _fn in (("fashion_mnist_latents", fashion_mnist_latents), ("fashion_mnist_latents_small", fashion_mnist_latents_small)):
-    register_dataset(_name, _fn, (LATENT_DATASETS[_name].latent_channels, 7, 7), len(FASHION_MNIST_CLASSES))
+    register_dataset(_name, _fn, (LATENT_DATASETS[_name].latent_channels, 7, 7), len(FASHION_MNIST_CLASSES), bounded=False)    # unit-variance latents: never clipped

@@ -20,7 +20,7 @@ __all__ = ['config_hash', 'model_signature', 'run_dir_for', 'load_or_train']
 _NOT_HASHED = ("checkpoint_every", "sample_every", "sample_inference_steps", "log_every")
 # fields added after runs were first cached: left out of the hash while at these defaults, so that those runs keep their folders
 _HASHED_UNLESS_DEFAULT = {"variance_type": "fixed_small", "objective": "simple", "objective_args": {}, "gradient_accumulation_steps": 1,
-                          "classes": None, "init_from": None}
+                          "classes": None, "init_from": None, "clip_sample": None}
 
 def config_hash(cfg: TrainConfig) -> str:
     "A 12-character hash of the fields of `cfg` that determine the trained weights (the network's class and arguments included): `core.config_hash` of them."

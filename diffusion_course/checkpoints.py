@@ -17,8 +17,9 @@ from .pipelines import DDPMPipeline, MODEL_CLASSES, PIPELINE_CLASSES, build_mode
 
 # %% auto #0
 __all__ = ['CHECKPOINT', 'CONFIG_FILE', 'STATE_FILE', 'LOSS_PNG', 'SAMPLES_DIR', 'CHECKPOINT_FORMAT', 'OLD_FORMATS',
-           'CorruptCheckpointError', 'make_scheduler', 'checkpoint_tensors', 'save_checkpoint', 'read_checkpoint',
-           'checkpoint_model_spec', 'load_prefixed', 'restore_optimizer', 'load_model', 'load_pipeline', 'pipeline_for']
+           'CorruptCheckpointError', 'sampling_clips', 'make_scheduler', 'checkpoint_tensors', 'save_checkpoint',
+           'read_checkpoint', 'checkpoint_model_spec', 'load_prefixed', 'restore_optimizer', 'load_model',
+           'load_pipeline', 'pipeline_for']
 
 # %% ../nbs/04c_checkpoints.ipynb #4c348841
 CHECKPOINT, CONFIG_FILE, STATE_FILE, LOSS_PNG, SAMPLES_DIR = "checkpoint.safetensors", "config.json", "state.json", "loss.png", "samples"
@@ -28,11 +29,19 @@ OLD_FORMATS = ("diffusion_course.ddpm/1",)      # chapter 04b's first format: st
 class CorruptCheckpointError(UsageError):
     "A checkpoint that cannot be parsed or does not match its model."
 
+def sampling_clips(cfg) -> bool:
+    "Whether sampling clips the predicted $x_0$ to [-1, 1] for a run of `cfg` (a `TrainConfig` or its dict): its `clip_sample`, else yes for pixels and no for an unbounded dataset (latents)."
+    from .data import DATASET_BOUNDED
+    d = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    if d.get("clip_sample") is not None: return bool(d["clip_sample"])
+    return DATASET_BOUNDED.get(d.get("dataset", "fashion_mnist"), True)
+
 def make_scheduler(cfg) -> DDPMScheduler:
-    "The DDPM scheduler a training configuration (a `TrainConfig` or its dict) was trained with: its beta schedule, T, prediction type and variance type."
+    "The DDPM scheduler a training configuration (a `TrainConfig` or its dict) was trained with: its beta schedule, T, prediction type and variance type; clipping by `sampling_clips`."
     d = cfg if isinstance(cfg, dict) else cfg.to_dict()
     return DDPMScheduler(num_train_timesteps=d.get("num_train_timesteps", 1000), beta_schedule=d.get("beta_schedule", "linear"),
-                         prediction_type=d.get("prediction_type", "epsilon"), variance_type=d.get("variance_type", "fixed_small"))
+                         prediction_type=d.get("prediction_type", "epsilon"), variance_type=d.get("variance_type", "fixed_small"),
+                         clip_sample=sampling_clips(d))
 
 # %% ../nbs/04c_checkpoints.ipynb #7d8da97d
 def checkpoint_tensors(model: nn.Module, ema_model: nn.Module, optimizer, losses) -> tuple[dict, dict]:

@@ -60,7 +60,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
         h = f"{helps.get(f.name, '')} (default: {json.dumps(default)})"
         tp = hints[f.name]
-        if tp is bool: p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=h)
+        if tp in (bool, typing.Optional[bool]): p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=h)
         elif tp is dict: p.add_argument(flag, type=json.loads, default=None, metavar="JSON", help=h)
         elif "list" in str(tp): p.add_argument(flag, type=_int_list(flag), default=None, metavar="K,K,...", help=h)
         elif tp in (int, typing.Optional[int]) or "int" in str(tp):

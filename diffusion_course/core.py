@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['default_device', 'seed_everything', 'seed_for', 'generator_for', 'data_home', 'runs_home', 'models_home',
-           'atomic_write', 'file_lock', 'config_hash', 'load_or_build', 'Config', 'Configured', 'UsageError',
-           'MissingFileError', 'LazyRegistry']
+__all__ = ['RESULTS_DIR', 'default_device', 'seed_everything', 'seed_for', 'generator_for', 'data_home', 'runs_home',
+           'models_home', 'atomic_write', 'file_lock', 'config_hash', 'load_or_build', 'Config', 'Configured',
+           'UsageError', 'MissingFileError', 'save_results', 'load_results', 'LazyRegistry']
 
 # %% ../nbs/00_core.ipynb #4915e69b
 def default_device() -> torch.device:
@@ -133,6 +133,26 @@ class UsageError(ValueError):
 
 class MissingFileError(UsageError, FileNotFoundError):
     "A file or folder the user named does not exist."
+
+# %% ../nbs/00_core.ipynb #6bfde1ad
+RESULTS_DIR = "results"     # beside the notebooks: chapters run with nbs/ as their working folder
+
+def save_results(chapter: str, results: dict, folder=None) -> Path:
+    """Merge `results` (JSON-ready: numbers, strings, lists, dicts) into `<folder>/<chapter>.json` (default `results/`, beside the notebooks),
+    with the command that reproduces them; returns the file's path. Keys already there and not in `results` are kept."""
+    if not isinstance(results, dict) or not results: raise UsageError(f"save_results needs a non-empty dict of results, got {results!r}")
+    path = Path(folder or RESULTS_DIR) / f"{chapter}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update(json.loads(json.dumps(results)))      # fails here, before writing, on anything not JSON-ready
+    old["_reproduce"] = f"make nb NB=nbs/{chapter}.ipynb"
+    atomic_write(path, json.dumps(old, indent=1, sort_keys=True) + "\n")
+    return path
+
+def load_results(chapter: str, folder=None) -> dict:
+    "The results a chapter's runs saved with `save_results` (a `MissingFileError` naming the command that makes them if there are none)."
+    path = Path(folder or RESULTS_DIR) / f"{chapter}.json"
+    if not path.exists(): raise MissingFileError(f"no results for {chapter} in {path}: run `make nb NB=nbs/{chapter}.ipynb` (its slow cells write them)")
+    return json.loads(path.read_text())
 
 # %% ../nbs/00_core.ipynb #29633a9b
 class LazyRegistry(dict):

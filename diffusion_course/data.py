@@ -16,9 +16,10 @@ from .core import data_home, LazyRegistry
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'FASHION_FILES', 'HOW_TO_GET_FASHION_MNIST', 'DATASETS',
-           'DATASET_SHAPES', 'DATASET_CLASSES', 'fashion_mnist_dirs', 'read_idx', 'load_fashion_mnist', 'scale_pixels',
-           'take_subset', 'fashion_mnist', 'digits', 'register_dataset', 'load_dataset', 'make_loader', 'gamma_pdf',
-           'gamma_cdf', 'gamma_samples', 'two_moons', 'swiss_roll', 'GaussianRing', 'ensure_fashion_mnist']
+           'DATASET_SHAPES', 'DATASET_CLASSES', 'DATASET_BOUNDED', 'fashion_mnist_dirs', 'read_idx',
+           'load_fashion_mnist', 'scale_pixels', 'take_subset', 'fashion_mnist', 'digits', 'register_dataset',
+           'load_dataset', 'make_loader', 'gamma_pdf', 'gamma_cdf', 'gamma_samples', 'two_moons', 'swiss_roll',
+           'GaussianRing', 'ensure_fashion_mnist']
 
 # %% ../nbs/00b_data.ipynb #699ab80f
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -122,11 +123,13 @@ def digits(split: str = "train", subset: int | None = None, seed: int = 0) -> Te
 DATASETS = LazyRegistry({"fashion_mnist": fashion_mnist, "digits": digits}, later={"fashion_mnist_latents": "autoencoder", "fashion_mnist_latents_small": "autoencoder"})
 DATASET_SHAPES = LazyRegistry({"fashion_mnist": (1, 28, 28), "digits": (1, 8, 8)}, later=DATASETS.later)
 DATASET_CLASSES = LazyRegistry({"fashion_mnist": 10, "digits": 10}, later=DATASETS.later)
+# whether a dataset's values lie in [-1, 1] (pixels) or are unbounded (latents): samplers clip the predicted x_0 only for bounded data
+DATASET_BOUNDED = LazyRegistry({"fashion_mnist": True, "digits": True}, later=DATASETS.later)
 
-def register_dataset(name: str, fn: Callable, shape: tuple, num_classes: int) -> Callable:
-    "Let `load_dataset(name)` and `TrainConfig(dataset=name)` use `fn(split='train', subset=None, seed=0) -> TensorDataset(images, labels)` with images of `shape` (C, H, W)."
+def register_dataset(name: str, fn: Callable, shape: tuple, num_classes: int, bounded: bool = True) -> Callable:
+    "Let `load_dataset(name)` and `TrainConfig(dataset=name)` use `fn(split='train', subset=None, seed=0) -> TensorDataset(images, labels)` with images of `shape` (C, H, W); `bounded=False` for values outside [-1, 1] (latents: never clipped while sampling)."
     if len(tuple(shape)) != 3: raise ValueError(f"shape must be (C, H, W), got {shape!r}")
-    DATASETS[name], DATASET_SHAPES[name], DATASET_CLASSES[name] = fn, tuple(shape), int(num_classes)
+    DATASETS[name], DATASET_SHAPES[name], DATASET_CLASSES[name], DATASET_BOUNDED[name] = fn, tuple(shape), int(num_classes), bool(bounded)
     return fn
 
 def load_dataset(name: str, split: str = "train", subset: int | None = None, seed: int = 0) -> TensorDataset:

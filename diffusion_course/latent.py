@@ -292,9 +292,9 @@ TextUNet.pipeline_class = LatentTextPipeline
 
 # %% ../nbs/13b_text2img.ipynb #3ab13d6b
 def text2img_config(**changes) -> TrainConfig:
-    "The chapter's latent text-to-image run: `TextUNet` (340k parameters) on `fashion_mnist_latents`, captions with 10% dropout, 2500 steps of 64 (no sample grids), with optional changes."
+    "The chapter's latent text-to-image run: `TextUNet` (340k parameters) on `fashion_mnist_latents`, captions with 10% dropout, 2500 steps of 64 (no sample grids), sampled without clipping (latents are unbounded), with optional changes."
     cfg = TrainConfig(dataset="fashion_mnist_latents", steps=2500, batch_size=64, lr=2e-3, lr_schedule="cosine", warmup_steps=100,
-                      ema_decay=0.999, grad_clip=1.0, objective="text", conditional=True, label_dropout=0.1,
+                      ema_decay=0.999, grad_clip=1.0, objective="text", conditional=True, label_dropout=0.1, clip_sample=False,
                       checkpoint_every=500, sample_every=0, model_class="TextUNet",
                       model=dict(base_channels=32, channel_mults=[1], num_res_blocks=1, attention_levels=[True], attention_heads=2, context_dim=TEXT_DIM))
     return cfg.replace(**changes) if changes else cfg
