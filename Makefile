@@ -21,6 +21,7 @@ help:
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make nb NB=nbs/X.ipynb - execute a notebook in place with its slow cells, shrink its PNGs, clean it"
 	@echo "make fill NB=nbs/X.ipynb - run a notebook as the tests do (no slow cells) and fill only the cells without outputs (after editing them)"
+	@echo "              SLOW=1: also run the slow cells that have no outputs (new self-contained slow experiments)"
 	@echo "make bench  - benchmark (about 23 min on 2 idle cores): FID per training budget vs diffusers and denoising-diffusion-pytorch, throughput, FLOP/s"
 	@echo "              (BUDGET=90 s per run, N=250, SAMPLE_STEPS=50, SEEDS=3, BENCH_THREADS=nproc); writes bench/results/bench.{json,md}"
 	@echo "make bench-sweep - the peers' learning-rate sweep that feeds make bench (SWEEP_BUDGET=60 s per run, about 13 min)"
@@ -99,7 +100,7 @@ nb: $(STAMP) data
 
 # After editing cells of a chapter whose slow cells take long: run it as nbdev_test does and fill only the cells that lost their outputs: make fill NB=nbs/X.ipynb
 fill: $(STAMP) data
-	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python tools/fill_outputs.py $(NB)
+	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python tools/fill_outputs.py $(if $(SLOW),--slow-missing) $(NB)
 
 clean:
 	rm -rf .export-check _docs _proc docs/_build

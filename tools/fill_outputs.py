@@ -3,7 +3,9 @@
 (cells that `tools/nbpy.py to-nb` rewrote, or new ones); every other cell keeps its committed outputs, the slow cells' included.
 Use it after editing cells of a chapter whose slow cells take long: the edited test-mode cells get their outputs back without re-running the
 full runs. A cell whose output depends on a slow cell's result must be re-executed with `make nb NB=...` instead.
-usage: tools/fill_outputs.py NB.ipynb [more.ipynb ...]   (then the PNGs are shrunk and the notebook cleaned, as tools/run_nb.sh does)"""
+With --slow-missing, `#| slow` cells that have no outputs run too (new or edited slow experiments), while slow cells with outputs are still
+skipped: such a new slow cell must be self-contained (load its runs from the caches itself, not use an earlier slow cell's variables).
+usage: tools/fill_outputs.py [--slow-missing] NB.ipynb [more.ipynb ...]   (then the PNGs are shrunk and the notebook cleaned, as tools/run_nb.sh does)"""
 import json, os, subprocess, sys
 from pathlib import Path
 
@@ -32,15 +34,22 @@ def skipped(cell) -> bool:
     return d.get("eval", "").lower() == "false" or bool(SKIP_FLAGS & d.keys())
 
 
-def fill(path: Path) -> int:
+def skipped_unless_missing(cell) -> bool:
+    "`skipped`, except that a slow cell without outputs runs."
+    if cell.cell_type != "code" or directives(cell.source).get("eval", "").lower() == "false": return True
+    return skipped(cell) and bool(cell.get("outputs") if hasattr(cell, "get") else getattr(cell, "outputs", None))
+
+
+def fill(path: Path, slow_missing: bool = False) -> int:
     raw = json.loads(path.read_text())
-    empty = [i for i, c in enumerate(raw["cells"]) if c["cell_type"] == "code" and not c.get("outputs") and not skipped(read_cell(c))]
+    skip = skipped_unless_missing if slow_missing else skipped
+    empty = [i for i, c in enumerate(raw["cells"]) if c["cell_type"] == "code" and not c.get("outputs") and not skip(read_cell(c))]
     if not empty:
         print(f"fill_outputs: {path}: every test-mode cell has outputs; nothing to do"); return 0
     nb = read_nb(path)
     shell = CaptureShell(path)
     with working_directory(path.parent):
-        try: shell.run_all(nb, exc_stop=True, preproc=skipped)
+        try: shell.run_all(nb, exc_stop=True, preproc=skip)
         except Exception:
             sys.stderr.write(shell.prettytb(fname=path) + "\n"); return 1
     filled = 0
@@ -56,15 +65,17 @@ def fill(path: Path) -> int:
 def read_cell(c: dict):
     "A raw JSON cell as an object with `cell_type` and `source` (what `skipped` reads)."
     class Cell: pass
-    cell = Cell(); cell.cell_type = c["cell_type"]; cell.source = "".join(c["source"]); return cell
+    cell = Cell(); cell.cell_type = c["cell_type"]; cell.source = "".join(c["source"]); cell.outputs = c.get("outputs"); return cell
 
 
 if __name__ == "__main__":
     root = Path(__file__).resolve().parent.parent
     rc = 0
-    for arg in sys.argv[1:]:
+    args = sys.argv[1:]
+    slow_missing = "--slow-missing" in args
+    for arg in [a for a in args if a != "--slow-missing"]:
         p = Path(arg).resolve()
-        rc |= fill(p)
+        rc |= fill(p, slow_missing)
         subprocess.run([sys.executable, str(root / "tools" / "shrink_pngs.py"), str(p)], check=True)
         subprocess.run([str(Path(sys.executable).parent / "nbdev_clean"), "--fname", str(p)], check=True)
     sys.exit(rc)
