@@ -231,7 +231,7 @@ MODEL_CLASSES = LazyRegistry(UNet=UNet, DiffusersUNet=DiffusersUNet,
                              later={"ClassConcatUNet": "guidance.ClassConcatUNet", "SDUNet": "sd_unet.SDUNet", "ControlledUNet": "controlnet.ControlledUNet",
                                     "TextUNet": "latent.TextUNet",
                                     "ControlNet": "controlnet.ControlNet", "KLAutoencoder": "latent.KLAutoencoder"})
-SCHEDULER_CLASSES = ("DDPMScheduler", "DDIMScheduler")
+SCHEDULER_CLASSES = ("DDPMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler")   # chapter 14 adds the last three
 MODEL_INDEX, UNET_DIR, SCHEDULER_DIR = "model_index.json", "unet", "scheduler"
 WEIGHTS_NAME, MODEL_CONFIG = "diffusion_pytorch_model.safetensors", "config.json"
 

@@ -286,7 +286,8 @@ _UNSUPPORTED_DIFFUSERS_OPTIONS = {"trained_betas": None, "thresholding": False, 
                                   "sample_max_value": 1.0, "rescale_betas_zero_snr": False}
 
 # %% ../nbs/03b_schedulers.ipynb #c4a20913
-_LATER_SCHEDULERS = {"DDIMScheduler": "ddim"}   # class name -> module of diffusion_course that defines it
+_LATER_SCHEDULERS = {"DDIMScheduler": "ddim", "EulerDiscreteScheduler": "samplers", "HeunDiscreteScheduler": "samplers",
+                     "DPMSolverMultistepScheduler": "samplers"}   # class name -> module of diffusion_course that defines it (chapters 07, 14)
 
 def __getattr__(name: str):
     "Lazily import schedulers defined in later chapters (PEP 562), e.g. `from diffusion_course.schedulers import DDIMScheduler`."

@@ -104,3 +104,21 @@ def test_cli_refuses_tampered_vae(runs, tmp_path):
                         "--out", str(tmp_path / "x.png")], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 2 and "sha256" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_pipeline_folders_with_chapter_14_samplers(tmp_path):
+    "A pipeline saved with a chapter-14 scheduler loads with it (pipelines.SCHEDULER_CLASSES, schedulers' lazy names) and samples the same images."
+    import torch
+    from diffusion_course.pipelines import DDPMPipeline
+    from diffusion_course.samplers import EulerDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler
+    from diffusion_course.unet import UNet
+    for S in (EulerDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler):
+        torch.manual_seed(0)
+        unet = UNet(in_channels=1, out_channels=1, sample_size=8, base_channels=8, channel_mults=[1], num_res_blocks=1, attention_levels=[False])
+        pipe = DDPMPipeline(unet, S(num_train_timesteps=1000))
+        pipe.save_pretrained(tmp_path / S.__name__)
+        loaded = DDPMPipeline.from_pretrained(tmp_path / S.__name__)
+        assert type(loaded.scheduler) is S and dict(loaded.scheduler.config) == dict(pipe.scheduler.config)
+        a = pipe(2, 4, generator=torch.Generator().manual_seed(0)).images
+        b = loaded(2, 4, generator=torch.Generator().manual_seed(0)).images
+        assert torch.equal(a, b), S.__name__
