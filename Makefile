@@ -10,7 +10,7 @@ NB_THREADS ?= 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install data models export check-export nbtest pytest test demo lab nb fill clean help bench bench-quick bench-sweep bench-precision bench-speed docs docs-serve docs-test
+.PHONY: install data models export check-export nbtest pytest test demo lab nb fill clean help readme-tables bench bench-quick bench-sweep bench-precision bench-speed docs docs-serve docs-test
 
 help:
 	@echo "make test   - set up .venv, the data, then test notebooks and package, build the website and test it in Chromium (what CI runs)"
@@ -20,6 +20,7 @@ help:
 	@echo "make demo   - train a DDPM on Fashion-MNIST for 10 minutes of this machine (DEMO_ARGS=\"--minutes M\" or \"--steps N\"), then samples, loss curve, FID"
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make nb NB=nbs/X.ipynb - execute a notebook in place with its slow cells, shrink its PNGs, clean it"
+	@echo "make readme-tables - rewrite README's marked result tables from nbs/results/*.json (what the notebooks' slow cells measured)"
 	@echo "make fill NB=nbs/X.ipynb - run a notebook as the tests do (no slow cells) and fill only the cells without outputs (after editing them)"
 	@echo "              SLOW=1: also run the slow cells that have no outputs (new self-contained slow experiments)"
 	@echo "make bench  - benchmark (about 23 min on 2 idle cores): FID per training budget vs diffusers and denoising-diffusion-pytorch, throughput, FLOP/s"
@@ -101,6 +102,10 @@ nb: $(STAMP) data
 # After editing cells of a chapter whose slow cells take long: run it as nbdev_test does and fill only the cells that lost their outputs: make fill NB=nbs/X.ipynb
 fill: $(STAMP) data
 	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python tools/fill_outputs.py $(if $(SLOW),--slow-missing) $(NB)
+
+# README's result tables from the notebooks' result files (nbs/results/*.json, written by their slow cells); tests check they agree.
+readme-tables:
+	$(PYTHON) tools/readme_tables.py
 
 clean:
 	rm -rf .export-check _docs _proc docs/_build
