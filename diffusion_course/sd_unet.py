@@ -17,7 +17,7 @@ from .unet import (timestep_embedding, TimestepMLP, TimestepBlock, ContextBlock,
 __all__ = ['TIME_MLP_TO_DIFFUSERS', 'TimestepEmbedSequential', 'RESBLOCK_TO_DIFFUSERS', 'ATTENTION_TO_DIFFUSERS',
            'TRANSFORMER_BLOCK_TO_DIFFUSERS', 'SPATIAL_TRANSFORMER_TO_DIFFUSERS', 'shape_summary', 'rename_keys',
            'copy_weights', 'SDResBlock', 'CrossAttention', 'GEGLU', 'FeedForward', 'BasicTransformerBlock',
-           'SpatialTransformer', 'SDUNet']
+           'SpatialTransformer', 'SDUNet', 'diffusers_key_map']
 
 # %% ../nbs/11_unet_internals.ipynb #3284279a
 def shape_summary(model: nn.Module, *args, **kwargs) -> torch.Tensor:
@@ -168,3 +168,33 @@ class SDUNet(UNet):
             for i in range(len(blocks)): blocks[i] = rebuild(blocks[i])
         self.mid_block = rebuild(self.mid_block)
         self.register_config(locals())                               # the UNet's recorded arguments, and these two
+
+# %% ../nbs/11_unet_internals.ipynb #328e8cab
+def diffusers_key_map(unet: SDUNet) -> dict:
+    "Each key of `unet.state_dict()` -> the key of the same tensor in diffusers' `UNet2DConditionModel` of the same layout (invert the dict to load diffusers' weights into an SDUNet)."
+    cfg, n, levels = unet.config, unet.config["num_res_blocks"], len(unet.config["channel_mults"])
+    blocks = {"time_mlp.linear1": "time_embedding.linear_1", "time_mlp.linear2": "time_embedding.linear_2", "class_embedding": "class_embedding",
+              "conv_in": "conv_in", "out.0": "conv_norm_out", "out.2": "conv_out",
+              "mid_block.0": "mid_block.resnets.0", "mid_block.1": "mid_block.attentions.0", "mid_block.2": "mid_block.resnets.1"}
+    k = 0
+    for level, attn in enumerate(cfg["attention_levels"]):            # down: n x (ResBlock [, transformer]) per level, then a Downsample
+        for i in range(n):
+            blocks[f"down_blocks.{k}.0"] = f"down_blocks.{level}.resnets.{i}"
+            if attn: blocks[f"down_blocks.{k}.1"] = f"down_blocks.{level}.attentions.{i}"
+            k += 1
+        if level < levels - 1: blocks[f"down_blocks.{k}.0"], k = f"down_blocks.{level}.downsamplers.0", k + 1
+    k = 0
+    for j, level in enumerate(reversed(range(levels))):               # up: n + 1 x (ResBlock [, transformer]) per level, the last with an Upsample
+        for i in range(n + 1):
+            blocks[f"up_blocks.{k}.0"] = f"up_blocks.{j}.resnets.{i}"
+            if cfg["attention_levels"][level]: blocks[f"up_blocks.{k}.1"] = f"up_blocks.{j}.attentions.{i}"
+            if level > 0 and i == n: blocks[f"up_blocks.{k}.{len(unet.up_blocks[k]) - 1}"] = f"up_blocks.{j}.upsamplers.0"
+            k += 1
+    inner = RESBLOCK_TO_DIFFUSERS + SPATIAL_TRANSFORMER_TO_DIFFUSERS
+    out = {}
+    for key in unet.state_dict():
+        parts = key.split(".")
+        cut = next((c for c in range(len(parts) - 1, 0, -1) if ".".join(parts[:c]) in blocks), None)
+        if cut is None: raise KeyError(f"diffusers_key_map: no diffusers block for {key!r}")
+        out[key] = blocks[".".join(parts[:cut])] + "." + next(iter(rename_keys({".".join(parts[cut:]): None}, inner)))
+    return out
