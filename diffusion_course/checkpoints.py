@@ -31,7 +31,7 @@ class CorruptCheckpointError(UsageError):
 
 def sampling_clips(cfg) -> bool:
     "Whether sampling clips the predicted $x_0$ to [-1, 1] for a run of `cfg` (a `TrainConfig` or its dict): its `clip_sample`, else yes for pixels and no for an unbounded dataset (latents)."
-    from .data import DATASET_BOUNDED
+    from diffusion_course.data import DATASET_BOUNDED
     d = cfg if isinstance(cfg, dict) else cfg.to_dict()
     if d.get("clip_sample") is not None: return bool(d["clip_sample"])
     return DATASET_BOUNDED.get(d.get("dataset", "fashion_mnist"), True)
