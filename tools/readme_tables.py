@@ -55,7 +55,16 @@ def ema_vs_raw(r):
     return "\n".join(rows)
 
 
-RENDERERS = {("04e_cache", "ema_vs_raw_50_steps"): ema_vs_raw, ("13b_text2img", "latent_vs_pixel"): latent_vs_pixel, ("13b_text2img", "img2img"): img2img}
+def digits_bounds(r):
+    c = r["contenders"]
+    rows = [f"| contender ({r['setup']['dataset']}, {r['setup']['steps']} steps, training seeds {', '.join(map(str, r['setup']['seeds']))}) | NLL bound (bits/dim), mean (min-max) | decoder term L_0 |",
+            "|---|---|---|"]
+    for name, x in sorted(c.items(), key=lambda kv: mean(kv[1]["nll_per_seed"])):
+        rows.append(f"| {name} | {rng(x['nll_per_seed'])} | {rng(x['decoder_per_seed'])} |")
+    return "\n".join(rows)
+
+
+RENDERERS = {("08_improved", "digits_bound_terms"): digits_bounds, ("04e_cache", "ema_vs_raw_50_steps"): ema_vs_raw, ("13b_text2img", "latent_vs_pixel"): latent_vs_pixel, ("13b_text2img", "img2img"): img2img}
 
 
 def render(chapter: str, key: str) -> str:
