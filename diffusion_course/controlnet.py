@@ -21,8 +21,8 @@ from .cache import load_or_train, run_dir_for
 
 # %% auto #0
 __all__ = ['SOBEL_X', 'BASE_FIELDS', 'zero_module', 'zero_conv', 'ControlNetConditioningEmbedding', 'ControlNetOutput',
-           'ControlNet', 'sobel_edges', 'edge_agreement', 'load_base_unet', 'ControlledUNet', 'ControlNetObjective',
-           'controlnet_config', 'ControlNetPipeline', 'control_from_pil', 'read_control_image']
+           'ControlNet', 'sobel_edges', 'edge_correlations', 'edge_agreement', 'load_base_unet', 'ControlledUNet',
+           'ControlNetObjective', 'controlnet_config', 'ControlNetPipeline', 'control_from_pil', 'read_control_image']
 
 # %% ../nbs/12_controlnet.ipynb #c4b2c41c
 def zero_module(module: nn.Module) -> nn.Module:
@@ -46,7 +46,7 @@ class ControlNetConditioningEmbedding(nn.Module):
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         return self.conv_out(F.silu(self.conv(F.silu(self.conv_in(cond)))))
 
-# %% ../nbs/12_controlnet.ipynb #30296c3a
+# %% ../nbs/12_controlnet.ipynb #ce90aa78
 @dataclass
 class ControlNetOutput:
     "What a ControlNet returns: one residual per skip of the base UNet, and one for its middle block."
@@ -73,11 +73,13 @@ class ControlNet(ConfiguredModel):
     encoder_parts = ("time_mlp", "class_embedding", "conv_in", "down_blocks", "mid_block")
 
     @classmethod
-    def from_unet(cls, unet: UNet, conditioning_channels: int = 1, conditioning_hidden_channels: int = 16) -> "ControlNet":
-        "A ControlNet whose encoder is a copy (weights included) of `unet`'s, with a new control encoder and zero convolutions."
+    def from_unet(cls, unet: UNet, conditioning_channels: int = 1, conditioning_hidden_channels: int = 16,
+                  load_weights_from_unet: bool = True) -> "ControlNet":
+        """A ControlNet whose encoder is a copy (weights included) of `unet`'s, with a new control encoder and zero convolutions;
+        `load_weights_from_unet=False` (diffusers' name) keeps the encoder's fresh random weights (section 8 measures what the copy buys)."""
         if not isinstance(unet, UNet): raise ValueError(f"from_unet needs a diffusion_course.unet.UNet, got {type(unet).__name__}")
         net = cls(conditioning_channels, conditioning_hidden_channels, **unet.config)
-        for name in cls.encoder_parts:
+        for name in cls.encoder_parts if load_weights_from_unet else ():
             if getattr(unet, name) is not None: getattr(net, name).load_state_dict(getattr(unet, name).state_dict())
         device = next(unet.parameters()).device
         return net if next(net.parameters()).device == device else net.to(device)
@@ -100,7 +102,7 @@ class ControlNet(ConfiguredModel):
         down = [zc(s) * conditioning_scale for zc, s in zip(self.controlnet_down_blocks, skips)]
         return ControlNetOutput(down, self.controlnet_mid_block(h) * conditioning_scale)
 
-# %% ../nbs/12_controlnet.ipynb #46e7c8cf
+# %% ../nbs/12_controlnet.ipynb #74140042
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 def sobel_edges(images: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -111,11 +113,15 @@ def sobel_edges(images: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     mag = g.pow(2).sum(1, keepdim=True).sqrt()
     return mag / mag.amax(dim=(1, 2, 3), keepdim=True).clamp_min(eps)
 
-def edge_agreement(edges_a: torch.Tensor, edges_b: torch.Tensor) -> torch.Tensor:
-    "Mean over images of the Pearson correlation between two batches of edge maps `[B, 1, H, W]`."
+def edge_correlations(edges_a: torch.Tensor, edges_b: torch.Tensor) -> torch.Tensor:
+    "The Pearson correlation `[B]` between each pair of edge maps of two batches `[B, 1, H, W]`."
     a, b = edges_a.flatten(1).float(), edges_b.flatten(1).float()
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-8)).mean()
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-8)
+
+def edge_agreement(edges_a: torch.Tensor, edges_b: torch.Tensor) -> torch.Tensor:
+    "Mean over images of the Pearson correlation between two batches of edge maps `[B, 1, H, W]`."
+    return edge_correlations(edges_a, edges_b).mean()
 
 # %% ../nbs/12_controlnet.ipynb #3a8ce8d6
 def load_base_unet(base_run) -> UNet:
