@@ -22,7 +22,7 @@ def rng(v, fmt="{:.2f}"): return f"{fmt.format(mean(v))} ({fmt.format(min(v))}-{
 def pct(v): return rng([100 * x for x in v], "{:.0f}") + "%" if v else "-"
 
 
-def latent_vs_pixel(r):
+def latent_vs_pixel(r, _all=None):
     names = {"pixel": "pixel model (chapter 04e)", "latent w1": "latent model, w = 1", "latent w3": "latent model, w = 3",
              "latent w3 clip": "latent model, w = 3, latents clipped (the bug)"}
     ms = r["train_step_ms"]
@@ -38,7 +38,7 @@ def latent_vs_pixel(r):
     return "\n".join(rows)
 
 
-def img2img(r):
+def img2img(r, _all=None):
     rows = ["| strength (\"an ankle boot\" from 64 sneakers, w = 3, 50 steps; seeds 0-2) | classified ankle boot | still a sneaker | MSE to the source |",
             "|---|---|---|---|"]
     for s, x in sorted(r.items(), key=lambda kv: float(kv[0])):
@@ -46,7 +46,7 @@ def img2img(r):
     return "\n".join(rows)
 
 
-def ema_vs_raw(r):
+def ema_vs_raw(r, _all=None):
     rows = ["| training seed | FID, EMA weights | FID, raw weights | EMA - raw |", "|---|---|---|---|"]
     for seed, x in sorted(r.items()):
         rows.append(f"| {seed} | {x['ema']:.2f} | {x['raw']:.2f} | {x['ema'] - x['raw']:+.2f} |")
@@ -55,7 +55,7 @@ def ema_vs_raw(r):
     return "\n".join(rows)
 
 
-def digits_bounds(r):
+def digits_bounds(r, _all=None):
     c = r["contenders"]
     rows = [f"| contender ({r['setup']['dataset']}, {r['setup']['steps']} steps, training seeds {', '.join(map(str, r['setup']['seeds']))}) | NLL bound (bits/dim), mean (min-max) | decoder term L_0 |",
             "|---|---|---|"]
@@ -64,7 +64,22 @@ def digits_bounds(r):
     return "\n".join(rows)
 
 
-RENDERERS = {("08_improved", "digits_bound_terms"): digits_bounds, ("04e_cache", "ema_vs_raw_50_steps"): ema_vs_raw, ("13b_text2img", "latent_vs_pixel"): latent_vs_pixel, ("13b_text2img", "img2img"): img2img}
+def controlnet_agreement(full, results):
+    unseen = results["fashion_unseen_controls"]
+    ea = full["edge_agreement"]
+    ci = lambda x: f"{x['mean']:.3f} ({x['ci95'][0]:.3f}-{x['ci95'][1]:.3f})"
+    rows = [f"| samples ({full['n_controls']} test-image controls, {full['inference_steps']} steps; 95% bootstrap interval over controls) | edge agreement |", "|---|---|",
+            f"| the frozen base model alone | {ci(ea['base alone'])} |", f"| the base model with the ControlNet | **{ci(ea['ControlNet'])}** |",
+            f"| real images against unrelated images' edges | {ci(ea['real images, unrelated pairs'])} |",
+            f"| real images against their own edges | {ea['real images, own edges']['mean']:.3f} |"]
+    for name, x in unseen.items():
+        c, b = x["controlnet"], x["base_alone"]
+        rows.append(f"| unseen controls: {name} ({x['n_controls']}; sampling seeds {', '.join(map(str, x['sampling_seeds']))}) | "
+                    f"{c['mean']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f}); base alone {b['mean']:.3f} |")
+    return "\n".join(rows)
+
+
+RENDERERS = {("12_controlnet", "fashion_full_run"): controlnet_agreement, ("08_improved", "digits_bound_terms"): digits_bounds, ("04e_cache", "ema_vs_raw_50_steps"): ema_vs_raw, ("13b_text2img", "latent_vs_pixel"): latent_vs_pixel, ("13b_text2img", "img2img"): img2img}
 
 
 def render(chapter: str, key: str) -> str:
@@ -73,7 +88,7 @@ def render(chapter: str, key: str) -> str:
     if not path.exists(): raise SystemExit(f"readme_tables: {path} is missing: run `make nb NB=nbs/{chapter}.ipynb`")
     results = json.loads(path.read_text())
     if key not in results: raise SystemExit(f"readme_tables: {path} has no {key!r}: run `make nb NB=nbs/{chapter}.ipynb`")
-    return RENDERERS[chapter, key](results[key]) + "\n"
+    return RENDERERS[chapter, key](results[key], results) + "\n"
 
 
 def main(argv):
