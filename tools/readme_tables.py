@@ -79,7 +79,15 @@ def controlnet_agreement(full, results):
     return "\n".join(rows)
 
 
-RENDERERS = {("12_controlnet", "fashion_full_run"): controlnet_agreement, ("08_improved", "digits_bound_terms"): digits_bounds, ("04e_cache", "ema_vs_raw_50_steps"): ema_vs_raw, ("13b_text2img", "latent_vs_pixel"): latent_vs_pixel, ("13b_text2img", "img2img"): img2img}
+def ddim_rows(r, _all=None):
+    rows = [f"| sampler ({r['setup']}; FID floor {r['fid_floor']:.2f}) | FID, mean (min-max) | KID, mean (min-max) |", "|---|---|---|"]
+    for name, x in r.items():
+        if isinstance(x, dict) and "fid_per_seed" in x:
+            rows.append(f"| {name} | {rng(x['fid_per_seed'])} | {rng(x['kid_per_seed'], '{:.4f}')} |")
+    return "\n".join(rows)
+
+
+RENDERERS = {("07_ddim", "ddim_rows"): ddim_rows, ("12_controlnet", "fashion_full_run"): controlnet_agreement, ("08_improved", "digits_bound_terms"): digits_bounds, ("04e_cache", "ema_vs_raw_50_steps"): ema_vs_raw, ("13b_text2img", "latent_vs_pixel"): latent_vs_pixel, ("13b_text2img", "img2img"): img2img}
 
 
 def render(chapter: str, key: str) -> str:
