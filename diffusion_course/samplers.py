@@ -119,13 +119,6 @@ class SigmaScheduler(_SchedulerConfigMixin):
         self._tables_on, self._step_index, self._begin_index = None, None, None
         if device is not None: self._move_tables(device)
 
-    def _move_tables(self, device):
-        "Put the tables `step` reads on `device`, once per device."
-        device = torch.device(device)
-        if self._tables_on == device: return
-        for name in self._table_names: setattr(self, name, getattr(self, name).to(device))
-        self._tables_on = device
-
     @property
     def init_noise_sigma(self) -> float:
         "The standard deviation of the starting $x$: $\\sigma_{max}$ ('linspace', 'trailing') or $\\sqrt{\\sigma_{max}^2+1}$ ('leading'), as diffusers."

@@ -27,6 +27,15 @@ SchedulerConfig = Config           # a scheduler's configuration: chapter 00's `
 class _SchedulerConfigMixin(Configured):
     "Configuration plumbing of the course's schedulers (explained in the appendix): `config` from the constructor (`register_config(locals())`, chapter 00), saved and loaded as diffusers' JSON."
     config_name = "scheduler_config.json"
+    _table_names: tuple = ()      # a subclass's tensors that follow the samples' device (moved by `_move_tables`)
+    _tables_on = None             # the device they are on now (None: not moved yet)
+
+    def _move_tables(self, device):
+        "Put every table on `device`; the moved tables are kept, so this happens once per device (later calls return at once)."
+        device = torch.device(device)
+        if self._tables_on == device: return
+        for name in self._table_names: setattr(self, name, getattr(self, name).to(device))
+        self._tables_on = device
 
     def save_config(self, save_directory) -> Path:
         "Write the configuration to `save_directory/scheduler_config.json` (diffusers' layout); returns the file."
@@ -100,13 +109,6 @@ class NoiseScheduler(_SchedulerConfigMixin):
 
     def _schedule_tables(self):
         "Per-schedule tables of a subclass (computed once in `set_timesteps`, looked up by `step`); none here."
-
-    def _move_tables(self, device):
-        "Put every table on `device`; the moved tables are kept, so this happens once per device (later calls return at once)."
-        device = torch.device(device)
-        if self._tables_on == device: return
-        for name in self._table_names: setattr(self, name, getattr(self, name).to(device))
-        self._tables_on = device
 
     def _timestep_tensor(self, timestep, device) -> torch.Tensor:
         "`timestep` (Python int, 0-d or 1-element tensor) as a 1-element int64 tensor on `device`; a Python int must be scheduled."

@@ -6,7 +6,7 @@ OLD and NEW are Python string literals when they start with a quote (so '\\n' ca
 import ast, json, sys
 from pathlib import Path
 
-def lit(s): return ast.literal_eval(s) if s[:1] in "'\"" else s
+def lit(s): return ast.literal_eval(s) if s[:1] and s[:1] in "'\"" else s
 
 def main(argv):
     keep = "--keep-outputs" in argv
