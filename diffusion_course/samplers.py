@@ -69,7 +69,7 @@ def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing
     if spacing == "leading": return (np.arange(0, n) * (T // n)).round()[::-1].copy().astype(np.float32) + steps_offset
     return np.arange(T, 0, -T / n).round().copy().astype(np.float32) - 1
 
-# %% ../nbs/14_samplers.ipynb #a1e50dfe
+# %% ../nbs/14_samplers.ipynb #8552a91c
 class SigmaScheduler(_SchedulerConfigMixin):
     "What Euler, Heun and DPM-Solver++ share: $\\bar\\alpha$ from the beta schedule, the training noise levels $\\sigma_t$, a step counter, tables on the samples' device."
     order = 1                          # network calls per step, as diffusers' pipelines read it (Heun: 2)
@@ -111,6 +111,18 @@ class SigmaScheduler(_SchedulerConfigMixin):
         if not isinstance(num_inference_steps, (int, np.integer)) or not 1 <= num_inference_steps <= T:
             raise ValueError(f"num_inference_steps must be an int in [1, num_train_timesteps = {T}], got {num_inference_steps!r}")
         return int(num_inference_steps)
+
+    def _spaced_sigmas(self, n: int, sigma_min=None, sigma_max=None):
+        "`n` timesteps by the config's spacing and their noise levels; with `use_karras_sigmas`, Karras's levels between the ends the spacing reaches (or `sigma_min`/`sigma_max`) and their fractional timesteps."
+        c = self.config
+        timesteps = spaced_timesteps(c.num_train_timesteps, n, c.timestep_spacing, c.steps_offset)
+        sigmas = np.interp(timesteps, np.arange(0, len(self.train_sigmas)), self.train_sigmas)
+        if c.use_karras_sigmas:
+            lo = sigma_min if sigma_min is not None else sigmas[-1].item()
+            hi = sigma_max if sigma_max is not None else sigmas[0].item()
+            sigmas = karras_sigmas(lo, hi, n)
+            timesteps = sigma_to_t(sigmas, np.log(self.train_sigmas))
+        return timesteps, sigmas
 
     def _install(self, timesteps: np.ndarray, sigmas: np.ndarray, device):
         "Install a schedule: NumPy host copies (read for free), the tables (moved to `device`), a fresh step counter."
@@ -161,7 +173,7 @@ class SigmaScheduler(_SchedulerConfigMixin):
 
     def __repr__(self) -> str: return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config.items())})"
 
-# %% ../nbs/14_samplers.ipynb #3b57a9c0
+# %% ../nbs/14_samplers.ipynb #195572ee
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 
 class EulerDiscreteScheduler(SigmaScheduler):
@@ -182,12 +194,7 @@ class EulerDiscreteScheduler(SigmaScheduler):
     def set_timesteps(self, num_inference_steps: int, device=None):
         "Choose `num_inference_steps` noise levels (by `timestep_spacing`, or Karras's between the ends they reach, or `sigma_min`/`sigma_max`), then the final one; tables go to `device`."
         c, n = self.config, self._check_steps(num_inference_steps)
-        timesteps = spaced_timesteps(c.num_train_timesteps, n, c.timestep_spacing, c.steps_offset)
-        sigmas = np.interp(timesteps, np.arange(0, len(self.train_sigmas)), self.train_sigmas)
-        if c.use_karras_sigmas:
-            lo, hi = c.sigma_min if c.sigma_min is not None else sigmas[-1].item(), c.sigma_max if c.sigma_max is not None else sigmas[0].item()
-            sigmas = karras_sigmas(lo, hi, n)
-            timesteps = sigma_to_t(sigmas, np.log(self.train_sigmas))
+        timesteps, sigmas = self._spaced_sigmas(n, c.sigma_min, c.sigma_max)
         last = self.train_sigmas[0] if c.final_sigmas_type == "sigma_min" else 0
         self.num_inference_steps = n
         self._install(timesteps.astype(np.float32), np.concatenate([sigmas, [last]]).astype(np.float32), device)
@@ -210,7 +217,7 @@ class EulerDiscreteScheduler(SigmaScheduler):
         out = SchedulerOutput(prev_sample=prev_sample.to(model_output.dtype), pred_original_sample=denoised)
         return out if return_dict else out.to_tuple()
 
-# %% ../nbs/14_samplers.ipynb #8e054b14
+# %% ../nbs/14_samplers.ipynb #28c9766a
 class HeunDiscreteScheduler(SigmaScheduler):
     "Heun's 2nd-order method on the probability-flow ODE (Karras et al., 2022, Alg. 1): two network calls per step (one at the last); diffusers' `HeunDiscreteScheduler` protocol, arguments and numerics."
     order = 2
@@ -228,11 +235,7 @@ class HeunDiscreteScheduler(SigmaScheduler):
     def set_timesteps(self, num_inference_steps: int, device=None):
         "Choose `num_inference_steps` noise levels as Euler does (Karras's between the ends the spacing reaches), then list each inner one twice."
         c, n = self.config, self._check_steps(num_inference_steps)
-        timesteps = spaced_timesteps(c.num_train_timesteps, n, c.timestep_spacing, c.steps_offset)
-        sigmas = np.interp(timesteps, np.arange(0, len(self.train_sigmas)), self.train_sigmas)
-        if c.use_karras_sigmas:
-            sigmas = karras_sigmas(sigmas[-1].item(), sigmas[0].item(), n)
-            timesteps = sigma_to_t(sigmas, np.log(self.train_sigmas)).astype(np.float32)
+        timesteps, sigmas = self._spaced_sigmas(n)
         sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)
         self.num_inference_steps = n
         self._install(np.concatenate([timesteps[:1], timesteps[1:].repeat(2)]).astype(np.float32),
