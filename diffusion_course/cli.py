@@ -95,6 +95,10 @@ def train_config_from_args(args) -> TrainConfig | None:
         if not (Path(args.out) / CHECKPOINT).exists(): raise UsageError(f"cannot resume: {args.out} holds no {CHECKPOINT}; start a new run without --resume")
         base = TrainConfig.from_dict(json.loads(read_checkpoint(args.out)[1]["config"]))
     else: base = TrainConfig()
+    if args.base_channels is not None and "network_config" in base.model:      # a wrapper (chapter 14b's EDMPrecond): the width is its network's
+        model = {k: v for k, v in changes["model"].items() if k != "base_channels"}
+        model["network_config"] = {**base.model["network_config"], **model.get("network_config", {}), "base_channels": args.base_channels}
+        changes["model"] = model
     return base.replace(**changes).validate()
 
 # %% ../nbs/06_cli.ipynb #142598d5
@@ -113,8 +117,8 @@ def _train_parser(sub) -> None:
 def _sampling_flags(s, steps_default) -> None:
     "The flags `sample` and `evaluate` share: which run, which sampler, how many steps, the seed."
     s.add_argument("--checkpoint", required=True, help="run folder or its checkpoint.safetensors")
-    s.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm: ancestral sampling; ddim: DDIM (with --eta)")
-    s.add_argument("--steps", type=_number("--steps", int, 1), default=steps_default, help="sampling steps (default: all training steps for sample)")
+    s.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm: ancestral sampling; ddim: DDIM (with --eta); euler, euler_churn (EDM churn), heun, dpmpp_2m (DPM-Solver++(2M)): chapter 14 ODE/SDE solvers on Karras noise levels")
+    s.add_argument("--steps", type=_number("--steps", int, 1), default=steps_default, help="scheduler steps, each one network call except with heun (2 per step, 2n-1 in all); default: all training steps for sample")
     s.add_argument("--eta", type=_number("--eta", float, 0.0), default=None, help="DDIM's eta (0: deterministic, 1: DDPM-like); ddim only")
     s.add_argument("--seed", type=_number("--seed", int, 0), default=0)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -227,7 +231,8 @@ def cmd_sample(args, log=print) -> Path:
     imgs = pipe(args.count * rows, args.steps, generator=generator, progress=not args.no_progress, **kw).images
     nrow = args.count if rows > 1 else min(16, int(args.count ** 0.5 + 0.999))
     save_image_grid(imgs, out, nrow=nrow, scale=args.scale or grid_scale(imgs, nrow))
-    log(f"wrote {args.count * rows} samples ({args.sampler}, {args.steps or pipe.scheduler.config.num_train_timesteps} steps, "
+    n = args.steps or pipe.scheduler.config.num_train_timesteps
+    log(f"wrote {args.count * rows} samples ({args.sampler}, {n} steps" + (f" = {2 * n - 1} network calls" if args.sampler == "heun" else "") + ", "
         f"run step {pipe.run_info['step']}, {time.time() - t0:.1f} s) to {out}")
     return out
 

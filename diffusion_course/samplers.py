@@ -17,7 +17,8 @@ from .schedulers import _SchedulerConfigMixin, SchedulerOutput, randn_tensor, TI
 __all__ = ['FINAL_SIGMAS_TYPES', 'SAMPLER_SCHEDULERS', 'SCHEDULE_KEYS', 'sigmas_from_alpha_bar', 'scale_to_model_input',
            'predict_denoised', 'ode_derivative', 'euler_step', 'karras_sigmas', 'sigma_to_t', 'spaced_timesteps',
            'SigmaScheduler', 'EulerDiscreteScheduler', 'HeunDiscreteScheduler', 'vp_alpha_sigma', 'half_log_snr',
-           'dpmpp_first_order', 'dpmpp_2m', 'dpm_timesteps', 'DPMSolverMultistepScheduler', 'sampler_scheduler']
+           'dpmpp_first_order', 'dpmpp_2m', 'dpm_timesteps', 'DPMSolverMultistepScheduler', 'sampler_scheduler',
+           'network_calls', 'steps_for_calls', 'sampler_pipeline', 'sampler_grid']
 
 # %% ../nbs/14_samplers.ipynb #b3c7db83
 def sigmas_from_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -380,3 +381,40 @@ def sampler_scheduler(sampler: str, config: dict, **overrides) -> tuple[SigmaSch
            "DPMSolverMultistepScheduler": DPMSolverMultistepScheduler}[name]
     kwargs = {k: config[k] for k in SCHEDULE_KEYS if k in config}
     return cls(**{**kwargs, "use_karras_sigmas": True, **overrides}), dict(step_kwargs)
+
+# %% ../nbs/14_samplers.ipynb #071e1408
+def network_calls(sampler: str, steps: int) -> int:
+    "Network calls of `steps` scheduler steps: `2 * steps - 1` for Heun (two per step, one at the last), else `steps`."
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+def steps_for_calls(sampler: str, calls: int) -> int:
+    "The scheduler steps that spend at most `calls` network calls (Heun: `(calls + 1) // 2`)."
+    return (calls + 1) // 2 if sampler == "heun" else calls
+
+def sampler_pipeline(pipe, sampler: str):
+    "`pipe`'s network with `sampler` (a name in `pipelines.SAMPLERS`), as `with_sampler` builds it, except that DDIM does not clip $\\hat x_0$ (chapter 07: clipping degrades DDIM with steps)."
+    from diffusion_course.pipelines import with_sampler
+    new = with_sampler(pipe, sampler)
+    if sampler == "ddim": new.scheduler = type(new.scheduler).from_config({**new.scheduler.config, "clip_sample": False})
+    return new
+
+def sampler_grid(pipe, run_dir, samplers, budgets, seeds, count: int = 200) -> dict:
+    """FID and KID (chapter 05b's `evaluate_images`) of `count` samples for every `(sampler, budget, seed)`, `budget` in network calls; each cell cached as JSON
+    in `run_dir/nfe_grid` (the run's folder: computed once). Returns `{(sampler, budget, seed): {fid, kid, fid_floor, kid_floor, nfe, seconds}}`."""
+    import json, time
+    from diffusion_course.evaluate import evaluate_images
+    cache = Path(run_dir) / "nfe_grid"
+    cache.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for sampler in samplers:
+        spipe = sampler_pipeline(pipe, sampler)
+        for nfe in budgets:
+            for seed in seeds:
+                f = cache / f"{sampler}-{nfe}-{seed}-{count}.json"
+                if not f.exists():
+                    t0, steps = time.time(), steps_for_calls(sampler, nfe)
+                    r = evaluate_images(spipe(count, steps, generator=torch.Generator().manual_seed(seed)).images)
+                    f.write_text(json.dumps(dict(fid=r["fid"], kid=r["kid_mean"], fid_floor=r["fid_floor"], kid_floor=r["kid_floor"],
+                                                 nfe=network_calls(sampler, steps), seconds=round(time.time() - t0, 1))))
+                rows[(sampler, nfe, seed)] = json.loads(f.read_text())
+    return rows

@@ -81,6 +81,18 @@ def test_train_sample_and_refusals(tmp_path):
     assert png.read_bytes() == first
     p = cli("sample", "--checkpoint", run, "--steps", "5000", "--count", "4", "--out", tmp_path / "x.png")
     assert p.returncode == 2 and "--steps" in p.stderr
+    # chapter 14's samplers: each writes its grid, deterministic ones depend on the seed only; heun counts its network calls
+    grids = {}
+    for sampler in ("euler", "euler_churn", "heun", "dpmpp_2m"):
+        png_s = tmp_path / f"{sampler}.png"
+        p = cli("sample", "--checkpoint", run, "--sampler", sampler, "--steps", "4", "--count", "4", "--seed", "2", "--out", png_s, check=0)
+        assert f"({sampler}, 4 steps" in p.stdout and (sampler != "heun" or "7 network calls" in p.stdout), p.stdout
+        grids[sampler] = png_s.read_bytes()
+    assert len(set(grids.values())) == 4                               # four different solvers, four different grids
+    p = cli("sample", "--checkpoint", run, "--sampler", "lms", "--count", "4", "--out", tmp_path / "lms.png")
+    assert p.returncode == 2 and "--sampler" in p.stderr and "dpmpp_2m" in p.stderr and not (tmp_path / "lms.png").exists()
+    p = cli("sample", "--checkpoint", run, "--sampler", "heun", "--eta", "0.5", "--count", "4", "--out", tmp_path / "eta.png")
+    assert p.returncode == 2 and "--eta" in p.stderr and not (tmp_path / "eta.png").exists()
     # --overwrite starts a fresh run
     cli("train", *SMALL, "--steps", "4", "--checkpoint-every", "2", "--out", run, "--overwrite", check=0)
     assert json.loads((run / "state.json").read_text())["step"] == 4
@@ -154,6 +166,15 @@ def test_evaluate_end_to_end_and_json_is_never_overwritten(tmp_path):
     assert p.returncode == 2 and "already exists" in p.stderr and out.read_bytes() == before, p.stderr
     p = cli("evaluate", "--checkpoint", run, "--sampler", "ddim", "--eta", "0", "--count", "20", "--steps", "5", check=0)
     assert "FID" in p.stdout
+    p = cli("evaluate", "--checkpoint", run, "--sampler", "dpmpp_2m", "--count", "20", "--steps", "5", check=0)    # chapter 14's solvers evaluate too
+    assert "FID" in p.stdout
+    # chapter 14b: EDM's preset trains the wrapped UNet (--base-channels sets the wrapped network's width) and samples with any sampler
+    edm = tmp_path / "edm"
+    cli("train", "--preset", "edm", "--subset", "256", "--batch-size", "16", "--base-channels", "8", "--steps", "3", "--no-progress", "--out", edm, check=0)
+    saved = json.loads((edm / "config.json").read_text())
+    assert saved["objective"] == "edm" and saved["model_class"] == "EDMPrecond" and saved["model"]["network_config"]["base_channels"] == 8, saved
+    for sampler in ("ddpm", "heun"):
+        cli("sample", "--checkpoint", edm, "--sampler", sampler, "--steps", "3", "--count", "4", "--out", tmp_path / f"edm_{sampler}.png", check=0)
 
 
 def test_conditional_train_and_guided_sample_refuse_unknown_labels(tmp_path):

@@ -137,3 +137,32 @@ def test_learner_step_forward():
         assert batch["images"].device.type == "cuda" and batch["images"].shape == (4, 1, 8, 8)
         loss = learn.objective(unet, batch, step_generator(cfg.seed, 0))
         assert loss.device.type == "cuda"
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler_churn", "heun", "dpmpp_2m"])
+def test_sigma_samplers_in_pipeline(sampler):
+    "Chapter 14's ODE/SDE samplers (built by `with_sampler`, on Karras's levels) through the pipeline on fake CUDA: tables on the device, no host reads."
+    mode = fake_cuda()
+    with mode:
+        with torch.device("cuda"): unet = UNet(**SMALL)
+    pipe = with_sampler(DDPMPipeline(unet, DDPMScheduler()), sampler)      # schedulers are built on the host, as a user builds them
+    with mode:
+        out = pipe(3, 4, generator=torch.Generator().manual_seed(0))
+        assert out.images.shape == (3, 1, 8, 8)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "dpmpp_2m"])
+def test_edm_precond_and_objective(sampler):
+    "Chapter 14b's EDMPrecond answers the pipeline as an epsilon network on fake CUDA (sigma(t) from a device table), and EDM's loss runs there."
+    from diffusion_course.edm import EDMPrecond, EDMObjective
+    mode = fake_cuda()
+    with mode:
+        with torch.device("cuda"):
+            net = EDMPrecond("UNet", {k: v for k, v in SMALL.items() if k != "sample_size"}, sigma_data=0.8, sample_size=8)
+            images = torch.rand(4, 1, 8, 8) * 2 - 1
+    pipe = with_sampler(DDPMPipeline(net, DDPMScheduler()), sampler)
+    with mode:
+        out = pipe(2, 3, generator=torch.Generator().manual_seed(0))
+        assert out.images.shape == (2, 1, 8, 8)
+        loss = EDMObjective(DDPMScheduler())(net, {"images": images, "slice": (0, 4), "global_size": 4}, torch.Generator().manual_seed(0))
+        assert loss.device.type == "cuda" and loss.shape == ()

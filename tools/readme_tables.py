@@ -87,7 +87,36 @@ def ddim_rows(r, _all=None):
     return "\n".join(rows)
 
 
-RENDERERS = {("07_ddim", "ddim_rows"): ddim_rows, ("12_controlnet", "fashion_full_run"): controlnet_agreement, ("08_improved", "digits_bound_terms"): digits_bounds, ("04e_cache", "ema_vs_raw_50_steps"): ema_vs_raw, ("13b_text2img", "latent_vs_pixel"): latent_vs_pixel, ("13b_text2img", "img2img"): img2img}
+
+def nfe_table(r, _all=None):
+    cells, budgets = r["cells"], sorted({int(k.split("@")[1]) for k in r["cells"]})
+    samplers = list(dict.fromkeys(k.split("@")[0] for k in cells))
+    rows = [f"| FID (N = {r['count']}), mean (min-max) over sampling seeds {', '.join(map(str, r['seeds']))} | " + " | ".join(f"{n} calls" for n in budgets) + " |",
+            "|---|" + "---|" * len(budgets)]
+    for s in samplers:
+        row = []
+        for n in budgets:
+            x = cells.get(f"{s}@{n}")
+            row.append("" if x is None else rng(x["fid"]) + (f" ({x['nfe']} calls)" if x["nfe"] != n else ""))
+        rows.append(f"| {s} | " + " | ".join(row) + " |")
+    rows.append(f"| held-out real images (the floor at this N) | {r['fid_floor']:.2f} |" + " |" * (len(budgets) - 1))
+    return "\n".join(rows)
+
+
+def edm_equal_budget(r, _all=None):
+    rows_in = r["rows"]
+    samplers = list(dict.fromkeys(k.split("|")[1] for k in rows_in if not k.startswith("difference")))
+    recipes = list(dict.fromkeys(k.split("|")[0] for k in rows_in if not k.startswith("difference")))
+    rows = [f"| N = {r['count']}, sampling seed {r['sampling_seed']}; FID mean (min-max) over training seeds {', '.join(map(str, r['training_seeds']))} | "
+            + " | ".join(f"{s.replace('@', ', ')} calls" for s in samplers) + " |", "|---|" + "---|" * len(samplers)]
+    for rec in recipes:
+        rows.append(f"| {rec} ({r['step_ms'][rec]:.0f} ms per training step) | " + " | ".join(rng(rows_in[f"{rec}|{s}"]["fid"]) for s in samplers) + " |")
+    rows.append("| EDM - L_simple, paired by training seed | " + " | ".join(", ".join(f"{d:+.2f}" for d in rows_in[f"difference|{s}"]["fid"]) for s in samplers) + " |")
+    return "\n".join(rows)
+
+
+RENDERERS = {("07_ddim", "ddim_rows"): ddim_rows, ("12_controlnet", "fashion_full_run"): controlnet_agreement, ("08_improved", "digits_bound_terms"): digits_bounds, ("04e_cache", "ema_vs_raw_50_steps"): ema_vs_raw, ("13b_text2img", "latent_vs_pixel"): latent_vs_pixel, ("13b_text2img", "img2img"): img2img,
+             ("14_samplers", "nfe_table"): nfe_table, ("14b_edm", "equal_budget"): edm_equal_budget}
 
 
 def render(chapter: str, key: str) -> str:

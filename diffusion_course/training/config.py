@@ -19,7 +19,7 @@ from ..pipelines import MODEL_CLASSES, build_model
 __all__ = ['LR_SCHEDULES', 'MIXED_PRECISION', 'OBJECTIVES', 'PRESETS', 'ConfigError', 'register_objective', 'objective_class',
            'option', 'TrainConfig', 'lr_at', 'ema_decay_at', 'fashion_mnist_config', 'demo_config', 'digits_config']
 
-# %% ../../nbs/04d_training_1_config.ipynb #e423b27a
+# %% ../../nbs/04d_training_1_config.ipynb #4899ca9d
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("auto", "fastest", "no", "bf16", "fp16")
 
@@ -35,7 +35,8 @@ class ConfigError(UsageError):
 
 # objective name -> class; the objectives of later chapters are imported the first time a config names them ("simple" is also registered below)
 OBJECTIVES = LazyRegistry(later={"simple": "training.DiffusionObjective", "hybrid": "improved.HybridObjective", "vlb": "improved.VLBObjective", "min_snr": "improved.MinSNRObjective",
-                                 "controlnet": "controlnet.ControlNetObjective", "text": "latent.TextConditionalObjective"})
+                                 "controlnet": "controlnet.ControlNetObjective", "text": "latent.TextConditionalObjective",
+                                 "edm": "edm.EDMObjective"})
 
 def register_objective(name: str, cls: type) -> type:
     "Let `TrainConfig(objective=name)` train with `cls` (a `DiffusionObjective` subclass)."
@@ -128,6 +129,11 @@ class TrainConfig:
                               f"(chapter 08's 'hybrid' or 'vlb'), not {self.objective!r}")
         if objective_cls.needs_learned_variance and self.variance_type != "learned_range":
             raise ConfigError(f"TrainConfig.objective={self.objective!r} trains a learned variance: set variance_type='learned_range'")
+        kinds = getattr(objective_cls, "prediction_types", PREDICTION_TYPES)   # an objective may train only some prediction types (chapter 14b's EDM: epsilon)
+        need(self.prediction_type in kinds, "prediction_type", f"one of {tuple(kinds)} for objective {self.objective!r}")
+        models = getattr(objective_cls, "model_classes", None)          # an objective that needs a particular network (chapter 14b's EDM: its wrapper)
+        if models and self.model_class not in models:
+            raise ConfigError(f"TrainConfig.objective={self.objective!r} trains a {' or '.join(models)} network: set model_class accordingly (not {self.model_class!r})")
 
     def _validate_data(self) -> None:
         need = self._need
@@ -189,6 +195,8 @@ class TrainConfig:
         "A freshly initialised network of this config (image size and classes filled in from the dataset where the class takes them)."
         kwargs, params = dict(self.model), inspect.signature(MODEL_CLASSES[self.model_class]).parameters
         if "sample_size" in params and "sample_size" not in kwargs: kwargs["sample_size"] = DATASET_SHAPES[self.dataset][-1]
+        for k in ("num_train_timesteps", "beta_schedule"):         # a network that must know the noise schedule (chapter 14b's EDM wrapper)
+            if k in params and k not in kwargs: kwargs[k] = getattr(self, k)
         if self.conditional and objective_class(self.objective).class_embedding:
             if "num_classes" not in params: raise ConfigError(f"TrainConfig.conditional: {self.model_class} takes no class labels")
             kwargs["num_classes"] = DATASET_CLASSES[self.dataset]
@@ -209,7 +217,7 @@ def ema_decay_at(cfg: TrainConfig, step: int) -> float:
     "EMA decay used after optimizer step `step`: `min(ema_decay, (1 + step) / (10 + step))`."
     return min(cfg.ema_decay, (1 + step) / (10 + step))
 
-# %% ../../nbs/04d_training_1_config.ipynb #db8c7e92
+# %% ../../nbs/04d_training_1_config.ipynb #024a9df2
 def fashion_mnist_config(**changes) -> TrainConfig:
     "The Fashion-MNIST run of chapter 04e (280k-parameter UNet, 2000 steps of 64: about 8 minutes on 2 idle CPU cores), with optional changes."
     cfg = TrainConfig(dataset="fashion_mnist", steps=2000, batch_size=64, lr=2e-3, lr_schedule="cosine", warmup_steps=100,
@@ -232,4 +240,4 @@ def digits_config(**changes) -> TrainConfig:
     return cfg.replace(**changes) if changes else cfg
 
 PRESETS = LazyRegistry({"fashion_mnist": fashion_mnist_config, "demo": demo_config, "digits": digits_config},
-                       later={"controlnet": "controlnet.controlnet_config", "text2img": "latent.text2img_config"})    # chapters 12 and 13
+                       later={"controlnet": "controlnet.controlnet_config", "text2img": "latent.text2img_config", "edm": "edm.edm_config"})    # chapters 12, 13, 14b
