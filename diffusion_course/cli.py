@@ -15,8 +15,9 @@ from .data import FASHION_MNIST_CLASSES
 from .checkpoints import load_pipeline, read_checkpoint, CHECKPOINT
 from .pipelines import SAMPLERS, with_sampler
 from .training import TrainConfig, TrainingDiverged, train, PRESETS
+from .personalise import add_personalise_flags, preset_arguments
 from .evaluate import evaluate_pipeline, format_evaluation, write_evaluation
-from .demo import run_demo, DEMO_MINUTES, DEMO_COUNT
+from .demo import run_demo, DEMO_MINUTES, DEMO_COUNT, DEMO_PRESET, DEMO_SAMPLER, DEMO_INFERENCE_STEPS
 
 # %% auto #0
 __all__ = ['COMMANDS', 'add_config_flags', 'given_config_changes', 'train_config_from_args', 'build_parser', 'cmd_train',
@@ -80,13 +81,12 @@ def train_config_from_args(args) -> TrainConfig | None:
     "The configuration to train: preset or JSON file or defaults, with the typed flags on top; None to resume with the saved one unchanged."
     if args.preset and args.config: raise UsageError("--preset and --config exclude each other: choose one starting configuration")
     changes = given_config_changes(args)
-    if getattr(args, "base_run", None) and args.preset != "controlnet":
-        raise UsageError("--base-run is the frozen model of a ControlNet: use it with --preset controlnet")
+    preset_args = preset_arguments(args)          # --base-run and the personalisation flags, checked against the preset (chapter 15)
     if args.config:
         path = Path(args.config)
         if not path.is_file(): raise UsageError(f"--config {path}: no such file")
         base = TrainConfig.from_json(path.read_text())
-    elif args.preset: base = PRESETS[args.preset](**({"base_run": args.base_run} if args.base_run else {}))
+    elif args.preset: base = PRESETS[args.preset](**preset_args)
     elif args.init_from and not args.resume:      # fine-tuning: the source run's configuration, with the typed flags on top
         src = Path(args.init_from)
         if not (src / CHECKPOINT).exists(): raise UsageError(f"--init-from {src}: no {CHECKPOINT} there; give the folder of a trained run")
@@ -107,7 +107,8 @@ def _train_parser(sub) -> None:
     t.add_argument("--out", required=True, help="run folder (refused if it already holds a run, unless --resume or --overwrite)")
     t.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named configuration of the book")
     t.add_argument("--config", default=None, metavar="JSON", help="start from a TrainConfig saved as JSON (e.g. a run's config.json)")
-    t.add_argument("--base-run", default=None, metavar="RUN", help="--preset controlnet: the run folder of the frozen base model (default: chapter 04e's run, trained once and cached)")
+    t.add_argument("--base-run", default=None, metavar="RUN", help="--preset controlnet, lora, textual_inversion or dreambooth: the run folder of the frozen base model (controlnet's default: chapter 04e's run, trained once and cached)")
+    add_personalise_flags(t)          # --concept-images, --token, --instance-prompt, --class-prompt (chapter 15)
     add_config_flags(t)
     g = t.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in OUT with its saved configuration (--steps may be raised)")
@@ -150,6 +151,9 @@ def _demo_parser(sub, fmt) -> None:
                         help=f"training budget: the steps that fit in it here (default {DEMO_MINUTES:g}, or the steps of a run already in --out)")
     budget.add_argument("--steps", type=_number("--steps", int, 1), default=None, help="train exactly this many steps instead of a time budget")
     d.add_argument("--count", type=_number("--count", int, 2), default=DEMO_COUNT, help="images for the evaluation")
+    d.add_argument("--preset", choices=sorted(PRESETS), default=DEMO_PRESET, help="the training recipe: 'demo' (L_simple, the measured demo) or 'edm_demo' (chapter 14b's EDM at the demo's size)")
+    d.add_argument("--sampler", choices=SAMPLERS, default=DEMO_SAMPLER, help="the sampler of the samples and the evaluation")
+    d.add_argument("--sampling-steps", type=_number("--sampling-steps", int, 1), default=DEMO_INFERENCE_STEPS, help="its steps (network calls, except heun: 2n-1)")
     d.add_argument("--overwrite", action="store_true", help="start again instead of reusing a finished run in OUT")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -253,7 +257,8 @@ def cmd_evaluate(args, log=print) -> dict:
     return res
 
 def cmd_demo(args, log=print) -> dict:
-    return run_demo(args.out, steps=args.steps, minutes=args.minutes, count=args.count, overwrite=args.overwrite, progress=not args.no_progress, log=log)
+    return run_demo(args.out, steps=args.steps, minutes=args.minutes, count=args.count, overwrite=args.overwrite, progress=not args.no_progress, log=log,
+                    preset=args.preset, sampler=args.sampler, inference_steps=args.sampling_steps)
 
 # %% ../nbs/06_cli.ipynb #c4eafd22
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "demo": cmd_demo}

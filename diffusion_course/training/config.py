@@ -240,4 +240,4 @@ def digits_config(**changes) -> TrainConfig:
     return cfg.replace(**changes) if changes else cfg
 
 PRESETS = LazyRegistry({"fashion_mnist": fashion_mnist_config, "demo": demo_config, "digits": digits_config},
-                       later={"controlnet": "controlnet.controlnet_config", "text2img": "latent.text2img_config", "edm": "edm.edm_config"})    # chapters 12, 13, 14b
+                       later={"controlnet": "controlnet.controlnet_config", "text2img": "latent.text2img_config", "edm": "edm.edm_config", "edm_demo": "edm.edm_demo_config"})    # chapters 12, 13, 14b
