@@ -15,7 +15,6 @@ from .data import FASHION_MNIST_CLASSES
 from .checkpoints import load_pipeline, read_checkpoint, CHECKPOINT
 from .pipelines import SAMPLERS, with_sampler
 from .training import TrainConfig, TrainingDiverged, train, PRESETS
-from .personalise import add_personalise_flags, preset_arguments
 from .evaluate import evaluate_pipeline, format_evaluation, write_evaluation
 from .demo import run_demo, DEMO_MINUTES, DEMO_COUNT, DEMO_PRESET, DEMO_SAMPLER, DEMO_INFERENCE_STEPS
 
@@ -81,6 +80,7 @@ def train_config_from_args(args) -> TrainConfig | None:
     "The configuration to train: preset or JSON file or defaults, with the typed flags on top; None to resume with the saved one unchanged."
     if args.preset and args.config: raise UsageError("--preset and --config exclude each other: choose one starting configuration")
     changes = given_config_changes(args)
+    from diffusion_course.personalise import preset_arguments      # chapter 15, imported when a run is configured (no upward import at load)
     preset_args = preset_arguments(args)          # --base-run and the personalisation flags, checked against the preset (chapter 15)
     if args.config:
         path = Path(args.config)
@@ -108,6 +108,7 @@ def _train_parser(sub) -> None:
     t.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named configuration of the book")
     t.add_argument("--config", default=None, metavar="JSON", help="start from a TrainConfig saved as JSON (e.g. a run's config.json)")
     t.add_argument("--base-run", default=None, metavar="RUN", help="--preset controlnet, lora, textual_inversion or dreambooth: the run folder of the frozen base model (controlnet's default: chapter 04e's run, trained once and cached)")
+    from diffusion_course.personalise import add_personalise_flags
     add_personalise_flags(t)          # --concept-images, --token, --instance-prompt, --class-prompt (chapter 15)
     add_config_flags(t)
     g = t.add_mutually_exclusive_group()

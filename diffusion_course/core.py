@@ -13,7 +13,7 @@ import torch
 # %% auto #0
 __all__ = ['RESULTS_DIR', 'default_device', 'seed_everything', 'seed_for', 'generator_for', 'data_home', 'runs_home',
            'models_home', 'atomic_write', 'file_lock', 'config_hash', 'load_or_build', 'Config', 'Configured',
-           'UsageError', 'MissingFileError', 'save_results', 'load_results', 'LazyRegistry']
+           'UsageError', 'MissingFileError', 'save_results', 'load_results', 'LazyRegistry', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #4915e69b
 def default_device() -> torch.device:
@@ -180,3 +180,21 @@ class LazyRegistry(dict):
     def get(self, name, default=None):
         return self[name] if name in self else default
     def __repr__(self): return f"LazyRegistry({sorted(self)})"
+
+# %% ../nbs/00_core.ipynb #a0f15733
+def _shown_live(stream) -> bool:
+    "Whether a progress bar written to `stream` is seen live: a terminal, or a Jupyter kernel (where tqdm draws a widget)."
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell" and stream in (sys.stdout, sys.stderr): return True
+    try: return bool(stream.isatty())
+    except (AttributeError, ValueError): return False          # no isatty, or a closed stream
+
+def progress_bar(iterable=None, *, log_interval: float | None = None, **kwargs):
+    "A `tqdm.auto` bar that redraws at most every `log_interval` s (default `$DIFFUSION_COURSE_PROGRESS_INTERVAL` or 30) when its stream is not a terminal or a notebook."
+    from tqdm.auto import tqdm
+    if not _shown_live(kwargs.get("file") or sys.stderr):
+        every = float(log_interval if log_interval is not None else os.environ.get("DIFFUSION_COURSE_PROGRESS_INTERVAL") or 30)
+        # mininterval: the least time between two redraws; maxinterval: tqdm's monitor thread redraws a slow bar after this long
+        kwargs.setdefault("mininterval", every); kwargs.setdefault("maxinterval", every)
+    return tqdm(iterable, **kwargs)

@@ -229,7 +229,7 @@ class GaussianOracle(nn.Module):
 # class name -> class; the classes of later chapters are imported the first time they are asked for (`name in`, `[name]`)
 MODEL_CLASSES = LazyRegistry(UNet=UNet, DiffusersUNet=DiffusersUNet,
                              later={"ClassConcatUNet": "guidance.ClassConcatUNet", "SDUNet": "sd_unet.SDUNet", "ControlledUNet": "controlnet.ControlledUNet",
-                                    "TextUNet": "latent.TextUNet", "EDMPrecond": "edm.EDMPrecond",
+                                    "TextUNet": "latent.TextUNet", "EDMPrecond": "edm.EDMPrecond", "PersonalisedUNet": "personalise.PersonalisedUNet",
                                     "ControlNet": "controlnet.ControlNet", "KLAutoencoder": "latent.KLAutoencoder"})
 SCHEDULER_CLASSES = ("DDPMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler")   # chapter 14 adds the last three
 MODEL_INDEX, UNET_DIR, SCHEDULER_DIR = "model_index.json", "unet", "scheduler"
@@ -260,7 +260,7 @@ def scheduler_from_config(config: dict):
 
 PIPELINE_CLASSES = LazyRegistry(DDPMPipeline=DDPMPipeline,
                                 later={"GuidedPipeline": "guidance.GuidedPipeline", "ControlNetPipeline": "controlnet.ControlNetPipeline",
-                                       "LatentTextPipeline": "latent.LatentTextPipeline"})
+                                       "LatentTextPipeline": "latent.LatentTextPipeline", "PersonalisedPipeline": "personalise.PersonalisedPipeline"})
 PART_HASHES = "_part_sha256"          # model_index.json: part -> sha256 of its weights file, checked when loading
 
 def register_pipeline(cls: type) -> type:

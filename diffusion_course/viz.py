@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 from PIL import Image
 
 # %% auto #0
-__all__ = ['to_unit_range', 'image_grid', 'show_images', 'save_image_grid', 'plot_hist_pdf', 'ema_smooth', 'plot_losses',
-           'save_gif']
+__all__ = ['FIGURE_DPI', 'to_unit_range', 'image_grid', 'grid_scale', 'show_images', 'save_image_grid', 'plot_hist_pdf',
+           'ema_smooth', 'plot_losses', 'save_gif']
 
 # %% ../nbs/00a_viz.ipynb #e45d3e4a
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -36,14 +36,23 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1, valu
         grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = x[i]
     return grid
 
-# %% ../nbs/00a_viz.ipynb #8d914b98
+# %% ../nbs/00a_viz.ipynb #cc0467e7
+FIGURE_DPI = 100       # dots per inch of the figures the course draws itself
+
+def grid_scale(height: int, width: int, target: int = 480, most: int = 8) -> int:
+    "Screen pixels per image pixel (a whole number from 1 to `most`) that bring a `height` x `width` grid's longer side near `target` px."
+    return max(1, min(most, round(target / max(height, width))))
+
 def show_images(images: torch.Tensor, nrow: int | None = None, title: str | None = None, ax=None, figsize=None, value_range=(-1, 1)):
-    "Show a batch of images as one grid with matplotlib; returns the axes."
+    "Show a batch of images as one grid, every pixel a sharp block (nearest neighbour); a new figure enlarges by `grid_scale`. Returns the axes."
     g = image_grid(images, nrow=nrow, value_range=value_range)
-    if ax is None:
+    if ax is None and figsize is not None: _, ax = plt.subplots(figsize=figsize, dpi=FIGURE_DPI)
+    elif ax is None:
         h, w = g.shape[1:]
-        _, ax = plt.subplots(figsize=figsize or (min(8, max(2, w / 40)), min(8, max(2, h / 40))))
-    ax.imshow(g.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if g.shape[0] == 1 else None, vmin=0, vmax=1)
+        s, title_inches = grid_scale(h, w), 0.3 if title else 0.0
+        fig = plt.figure(figsize=(w * s / FIGURE_DPI, h * s / FIGURE_DPI + title_inches), dpi=FIGURE_DPI)
+        ax = fig.add_axes((0, 0, 1, h * s / FIGURE_DPI / fig.get_figheight()))     # the axes are exactly the grid, s x s px per pixel
+    ax.imshow(g.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if g.shape[0] == 1 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     if title: ax.set_title(title)
     return ax

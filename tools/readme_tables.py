@@ -119,6 +119,20 @@ RENDERERS = {("07_ddim", "ddim_rows"): ddim_rows, ("12_controlnet", "fashion_ful
              ("14_samplers", "nfe_table"): nfe_table, ("14b_edm", "equal_budget"): edm_equal_budget}
 
 
+def personalise_methods(r, all_=None):
+    b = all_["base"]
+    rows = ["| 10 concept images, 300 steps; mean (min-max) over adaptation seeds 0, 1, 2 | concept score | held-out loss | new phrasing | \"a &lt;s&gt; sneaker\" (upside down) | "
+            "\"an ankle boot\" accuracy | other classes' accuracy | trainable parameters | training CPU s | saved beside the base |", "|---|" + "---|" * 9]
+    rows.append(f"| base, no training | {100 * b['concept']:.0f}% | {b['heldout_loss']:.3f} | {100 * b['phrased']:.0f}% | {100 * b['composed']:.0f}% | "
+                f"{100 * b['boot_accuracy']:.0f}% | {100 * b['other_accuracy']:.0f}% | - | - | - |")
+    for name, x in r.items():
+        rows.append(f"| {name} | {pct(x['concept'])} | {rng(x['heldout_loss'], '{:.3f}')} | {pct(x['phrased'])} | {pct(x['composed'])} | {pct(x['boot_accuracy'])} | "
+                    f"{pct(x['other_accuracy'])} | {x['trainable']:,} | {rng(x['train_seconds'], '{:.0f}')} | {x['saved_bytes'] / 1024:.1f} KiB |")
+    return "\n".join(rows)
+
+
+RENDERERS[("15_personalise", "methods")] = personalise_methods
+
 def render(chapter: str, key: str) -> str:
     if (chapter, key) not in RENDERERS: raise SystemExit(f"readme_tables: no renderer for table {chapter} {key} (add one to RENDERERS)")
     path = RESULTS / f"{chapter}.json"

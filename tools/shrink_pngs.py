@@ -2,6 +2,7 @@
 "Re-encode the PNG outputs of notebooks smaller (greyscale or a 256-colour palette, optimised); usage: shrink_pngs.py NB.ipynb ..."
 import base64, io, json, sys
 from pathlib import Path
+import numpy as np
 from PIL import Image
 
 
@@ -9,8 +10,8 @@ def shrink(b64: str) -> str:
     im = Image.open(io.BytesIO(base64.b64decode(b64)))
     im.load()
     rgb = im.convert("RGB")
-    arr = rgb.tobytes()
-    grey = all(arr[i] == arr[i + 1] == arr[i + 2] for i in range(0, min(len(arr), 3 * 200000), 3))
+    a = np.asarray(rgb)
+    grey = bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())     # every pixel, not a sample: a wide figure's colour may be at its right
     small = rgb.convert("L") if grey else rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     buf = io.BytesIO(); small.save(buf, format="PNG", optimize=True)
     out = base64.b64encode(buf.getvalue()).decode()

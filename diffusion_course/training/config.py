@@ -36,7 +36,7 @@ class ConfigError(UsageError):
 # objective name -> class; the objectives of later chapters are imported the first time a config names them ("simple" is also registered below)
 OBJECTIVES = LazyRegistry(later={"simple": "training.DiffusionObjective", "hybrid": "improved.HybridObjective", "vlb": "improved.VLBObjective", "min_snr": "improved.MinSNRObjective",
                                  "controlnet": "controlnet.ControlNetObjective", "text": "latent.TextConditionalObjective",
-                                 "edm": "edm.EDMObjective"})
+                                 "edm": "edm.EDMObjective", "personalise": "personalise.PersonaliseObjective"})
 
 def register_objective(name: str, cls: type) -> type:
     "Let `TrainConfig(objective=name)` train with `cls` (a `DiffusionObjective` subclass)."
@@ -240,4 +240,6 @@ def digits_config(**changes) -> TrainConfig:
     return cfg.replace(**changes) if changes else cfg
 
 PRESETS = LazyRegistry({"fashion_mnist": fashion_mnist_config, "demo": demo_config, "digits": digits_config},
-                       later={"controlnet": "controlnet.controlnet_config", "text2img": "latent.text2img_config", "edm": "edm.edm_config", "edm_demo": "edm.edm_demo_config"})    # chapters 12, 13, 14b
+                       later={"controlnet": "controlnet.controlnet_config", "text2img": "latent.text2img_config", "edm": "edm.edm_config", "edm_demo": "edm.edm_demo_config",
+                              "lora": "personalise.lora_config", "textual_inversion": "personalise.textual_inversion_config",
+                              "dreambooth": "personalise.dreambooth_config"})    # chapters 12, 13, 14b, 15
