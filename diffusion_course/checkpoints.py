@@ -13,7 +13,7 @@ import torch.nn as nn
 from .core import atomic_write, default_device, UsageError, MissingFileError
 from .schedulers import DDPMScheduler
 from .unet import UNet
-from .pipelines import DDPMPipeline, MODEL_CLASSES, PIPELINE_CLASSES, build_model, scheduler_from_config, MODEL_INDEX, UNET_DIR, SCHEDULER_DIR
+from .pipelines import DDPMPipeline, MODEL_CLASSES, PIPELINE_CLASSES, is_registered, build_model, scheduler_from_config, MODEL_INDEX, UNET_DIR, SCHEDULER_DIR
 
 # %% auto #0
 __all__ = ['CHECKPOINT', 'CONFIG_FILE', 'STATE_FILE', 'LOSS_PNG', 'SAMPLES_DIR', 'CHECKPOINT_FORMAT', 'OLD_FORMATS',
@@ -66,7 +66,7 @@ def save_checkpoint(out_dir, model: nn.Module, ema_model: nn.Module, optimizer, 
     tensors, scalars = checkpoint_tensors(model, ema_model, optimizer, losses)
     tensors.update(extra_tensors or {})
     extra = dict(extra or {})
-    registered = MODEL_CLASSES.get(type(ema_model).__name__) is type(ema_model)     # else: a custom module, loaded with model=
+    registered = is_registered(type(ema_model))     # else: a custom module, loaded with model=
     name = type(ema_model).__name__ if registered else f"{type(ema_model).__module__}.{type(ema_model).__qualname__}"
     meta = {"format": CHECKPOINT_FORMAT, "step": str(step), "config": json.dumps(config), "model_class": name,
             "model_config": json.dumps(dict(getattr(ema_model, "config", None) or {}), default=list), "scheduler_config": json.dumps(dict(scheduler.config)),

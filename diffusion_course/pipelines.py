@@ -18,9 +18,10 @@ from .unet import UNet, DiffusersUNet
 
 # %% auto #0
 __all__ = ['MODEL_CLASSES', 'SCHEDULER_CLASSES', 'MODEL_INDEX', 'UNET_DIR', 'SCHEDULER_DIR', 'WEIGHTS_NAME', 'MODEL_CONFIG',
-           'PIPELINE_CLASSES', 'PART_HASHES', 'SAMPLERS', 'guided_output', 'model_device', 'image_shape_of',
-           'PipelineOutput', 'SamplingCall', 'DDPMPipeline', 'GaussianOracle', 'register_model', 'model_class_name',
-           'build_model', 'scheduler_from_config', 'register_pipeline', 'load_part', 'with_sampler']
+           'PIPELINE_CLASSES', 'PART_HASHES', 'LATER_SAMPLERS', 'SAMPLERS', 'guided_output', 'model_device',
+           'image_shape_of', 'PipelineOutput', 'SamplingCall', 'DDPMPipeline', 'GaussianOracle', 'register_model',
+           'is_registered', 'model_class_name', 'build_model', 'scheduler_from_config', 'register_pipeline',
+           'load_part', 'with_sampler']
 
 # %% ../nbs/04b_pipelines.ipynb #281c063b
 def guided_output(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
@@ -240,10 +241,16 @@ def register_model(cls: type) -> type:
     MODEL_CLASSES[cls.__name__] = cls
     return cls
 
+def is_registered(cls: type) -> bool:
+    """Whether `from_pretrained` rebuilds `cls` by its name: it is the registered class, or the same class defined twice, once by the package and once
+    by the notebook that exports it (executing a chapter defines its classes again, in `__main__`, and test runners execute several notebooks in one process)."""
+    reg = MODEL_CLASSES.get(cls.__name__)
+    return reg is cls or (reg is not None and reg.__qualname__ == cls.__qualname__ and "__main__" in (reg.__module__, cls.__module__))
+
 def model_class_name(model: nn.Module) -> str:
     "The registered name of a model's class; a `ValueError` for a class `from_pretrained` could not rebuild."
     name = type(model).__name__
-    if MODEL_CLASSES.get(name) is not type(model):
+    if not is_registered(type(model)):
         raise ValueError(f"{name} is not a registered model class ({', '.join(MODEL_CLASSES)}): decorate it with register_model")
     return name
 
@@ -360,15 +367,16 @@ DDPMPipeline.save_pretrained = _save_pretrained
 DDPMPipeline.from_pretrained = classmethod(_from_pretrained)
 
 # %% ../nbs/04b_pipelines.ipynb #e80de4b5
-SAMPLERS = ("ddpm", "ddim", "euler", "euler_churn", "heun", "dpmpp_2m")   # chapter 14 (diffusion_course.samplers) defines the last four
+# chapter 14's ODE/SDE samplers: name -> the function that builds `(scheduler, step_kwargs)` for a schedule (`samplers.sampler_scheduler`), imported on first use
+LATER_SAMPLERS = LazyRegistry(later={name: "samplers.sampler_scheduler" for name in ("euler", "euler_churn", "heun", "dpmpp_2m")})
+SAMPLERS = ("ddpm", "ddim", *LATER_SAMPLERS)
 
 def with_sampler(pipe: DDPMPipeline, sampler: str) -> DDPMPipeline:
     "The same network with the `sampler` scheduler (a name in `SAMPLERS`), built from the pipeline's schedule and prediction type; chapter 14's samplers on Karras's noise levels."
     if sampler not in SAMPLERS: raise UsageError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     c = pipe.scheduler.config
-    if sampler not in ("ddpm", "ddim"):             # chapter 14's ODE/SDE samplers, imported on first use
-        import importlib
-        try: scheduler, step_kwargs = importlib.import_module("diffusion_course.samplers").sampler_scheduler(sampler, dict(c))
+    if sampler in LATER_SAMPLERS:                   # chapter 14's ODE/SDE samplers, imported on first use
+        try: scheduler, step_kwargs = LATER_SAMPLERS[sampler](sampler, dict(c))
         except ValueError as e: raise UsageError(str(e)) from None
         new = copy.copy(pipe)
         new.scheduler, new.step_defaults = scheduler, step_kwargs
