@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# nbdev_test runs $(NB_WORKERS) notebooks at once, each with $(NB_THREADS) torch threads.
+# The notebook tests (tools/nbtest.py: nbdev_test with a fresh process per notebook) run $(NB_WORKERS) notebooks at once,
+# each with $(NB_THREADS) torch threads.
 NB_WORKERS ?= 2
 NB_THREADS ?= 1
 export PYTHONHASHSEED := 0
@@ -77,13 +78,13 @@ check-export: $(STAMP)
 	fi
 
 nbtest: $(STAMP) data models
-	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing
+	OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python tools/nbtest.py --n_workers $(NB_WORKERS) --timing
 
 pytest: $(STAMP) data
 	$(BIN)/python -m pytest tests/ -q -rs
 
 test: $(STAMP) data models check-export docs
-	@start=$$(date +%s); OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing; rc=$$?; \
+	@start=$$(date +%s); OMP_NUM_THREADS=$(NB_THREADS) $(BIN)/python tools/nbtest.py --n_workers $(NB_WORKERS) --timing; rc=$$?; \
 	  echo "nbdev_test: $$(( $$(date +%s) - start )) s"; exit $$rc
 	$(BIN)/python -m pytest tests/ -q -rs
 
