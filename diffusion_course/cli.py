@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .core import default_device, UsageError
-from .viz import save_image_grid, image_grid
+from .viz import save_image_grid
 from .data import FASHION_MNIST_CLASSES
 from .checkpoints import load_pipeline, read_checkpoint, CHECKPOINT
 from .pipelines import SAMPLERS, with_sampler
@@ -20,7 +20,7 @@ from .demo import run_demo, DEMO_MINUTES, DEMO_COUNT, DEMO_PRESET, DEMO_SAMPLER,
 
 # %% auto #0
 __all__ = ['COMMANDS', 'add_config_flags', 'given_config_changes', 'train_config_from_args', 'build_parser', 'cmd_train',
-           'grid_scale', 'cmd_sample', 'cmd_evaluate', 'cmd_demo', 'main']
+           'cmd_sample', 'cmd_evaluate', 'cmd_demo', 'main']
 
 # %% ../nbs/06_cli.ipynb #3d22b86e
 class _Parser(argparse.ArgumentParser):
@@ -220,10 +220,6 @@ def _conditioning(args, pipe) -> dict:
         kw["guidance_scale"] = args.guidance
     return kw
 
-def grid_scale(images: torch.Tensor, nrow: int, min_width: int = 256) -> int:
-    "The smallest whole scale (at least 2) at which a grid of `images` with `nrow` per row is `min_width` pixels wide: 8x8 digits stay legible."
-    width = image_grid(images[:nrow], nrow=nrow).shape[-1]
-    return max(2, -(-min_width // width))
 
 def cmd_sample(args, log=print) -> Path:
     "Sample `--count` images from a run and save them as one PNG grid."
@@ -235,7 +231,7 @@ def cmd_sample(args, log=print) -> Path:
     generator = torch.Generator(pipe.device).manual_seed(args.seed)     # on the model's device: no noise copied to a GPU per step
     imgs = pipe(args.count * rows, args.steps, generator=generator, progress=not args.no_progress, **kw).images
     nrow = args.count if rows > 1 else min(16, int(args.count ** 0.5 + 0.999))
-    save_image_grid(imgs, out, nrow=nrow, scale=args.scale or grid_scale(imgs, nrow))
+    save_image_grid(imgs, out, nrow=nrow, scale=args.scale)       # None: the smallest whole scale that makes the grid 256 px wide (8x8 digits stay legible)
     n = args.steps or pipe.scheduler.config.num_train_timesteps
     log(f"wrote {args.count * rows} samples ({args.sampler}, {n} steps" + (f" = {2 * n - 1} network calls" if args.sampler == "heun" else "") + ", "
         f"run step {pipe.run_info['step']}, {time.time() - t0:.1f} s) to {out}")

@@ -36,7 +36,7 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1, valu
         grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = x[i]
     return grid
 
-# %% ../nbs/00a_viz.ipynb #cc0467e7
+# %% ../nbs/00a_viz.ipynb #95c2e759
 FIGURE_DPI = 100       # dots per inch of the figures the course draws itself
 
 def grid_scale(height: int, width: int, target: int = 480, most: int = 8) -> int:
@@ -57,9 +57,10 @@ def show_images(images: torch.Tensor, nrow: int | None = None, title: str | None
     if title: ax.set_title(title)
     return ax
 
-def save_image_grid(images: torch.Tensor, path, nrow: int | None = None, scale: int = 2, value_range=(-1, 1)) -> Path:
-    "Save `images` as one PNG grid (each pixel `scale`x`scale`); returns the path."
+def save_image_grid(images: torch.Tensor, path, nrow: int | None = None, scale: int | None = 2, value_range=(-1, 1), min_width: int = 256) -> Path:
+    "Save `images` as one PNG grid (each pixel `scale`x`scale`; `scale=None`: the smallest whole scale, at least 2, that makes it `min_width` px wide); returns the path."
     g = image_grid(images, nrow=nrow, value_range=value_range)
+    if scale is None: scale = max(2, -(-min_width // g.shape[-1]))
     arr = (g.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     arr = arr[..., 0] if arr.shape[-1] == 1 else arr
     img = Image.fromarray(arr)
