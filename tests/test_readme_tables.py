@@ -10,11 +10,9 @@ TOOL = ROOT / "tools" / "readme_tables.py"
 spec = importlib.util.spec_from_file_location("readme_tables", TOOL)
 rt = importlib.util.module_from_spec(spec); spec.loader.exec_module(rt)
 
-# Subsections of README's "## Results" (their ### headings) whose tables may stay unmarked for now. Only the demo's: the lead
-# is re-running `make demo` and rewrites that section. Once its table is marked (checked against the run's results file
-# copied into the repository, or generated), empty this list: the test then fails for any unmarked table again, and it
-# fails already if a listed section holds no unmarked table any more (no stale exemptions).
-UNMARKED_SECTIONS = ["`make demo` (measured)"]
+# Subsections of README's "## Results" (their ### headings) whose tables may stay unmarked. None today; a section listed here
+# must still hold an unmarked table (no stale exemptions).
+UNMARKED_SECTIONS = []
 
 
 def check(root=None):
