@@ -13,7 +13,21 @@ os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 os.environ.setdefault("PYTHONHASHSEED", "0")
 from execnb.nbio import read_nb
 from execnb.shell import CaptureShell
+from fastcore.basics import AttrDict
 from fastcore.xtras import working_directory
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+
+class FillShell(CaptureShell):
+    """execnb's CaptureShell, except that a cell ending in ';' keeps what it prints: Jupyter (and `make nb`) hide only such a cell's value,
+    execnb drops its printed output too, which emptied chapter 09's guidance-sweep table in a fill."""
+    def _run(self, raw_cell, store_history=False, silent=False, shell_futures=True, cell_id=None, stdout=True, stderr=True, display=True, verbose=False):
+        semic = raw_cell.rstrip().endswith(";")
+        with capture_output(display=display, stdout=stdout and not verbose, stderr=stderr and not verbose) as c:
+            result = InteractiveShell.run_cell(self, raw_cell, store_history, silent, shell_futures=shell_futures, cell_id=cell_id)
+        return AttrDict(result=result, stdout=c.stdout, stderr=c.stderr, display_objects=c.outputs,
+                        exception=result.error_in_exec or result.error_before_exec, quiet=semic)
 
 SKIP_FLAGS = {"slow"}
 
@@ -47,7 +61,7 @@ def fill(path: Path, slow_missing: bool = False) -> int:
     if not empty:
         print(f"fill_outputs: {path}: every test-mode cell has outputs; nothing to do"); return 0
     nb = read_nb(path)
-    shell = CaptureShell(path)
+    shell = FillShell(path)
     with working_directory(path.parent):
         try: shell.run_all(nb, exc_stop=True, preproc=skip)
         except Exception:
