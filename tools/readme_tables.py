@@ -172,6 +172,33 @@ def demo_recipes(r, _all=None):
 
 RENDERERS[("05c_demo", "recipes")] = demo_recipes
 
+
+def improved_seeds(r, _all=None):
+    "08's equal-budget comparison over training seeds (half the budget): FID, KID, NLL, and each contender minus the baseline, paired by seed."
+    base_name = "linear, epsilon (baseline)"
+    base = r["contenders"][base_name]
+    rows = ["| contender (500 steps, training seeds 0, 1, 2; N = 500) | FID, mean (min-max) | KID | NLL (bits/dim) | FID minus baseline, per seed |",
+            "|---|---|---|---|---|"]
+    for name, x in r["contenders"].items():
+        diff = "" if name == base_name else ", ".join(f"{a - b:+.2f}" for a, b in zip(x["fid"], base["fid"]))
+        rows.append(f"| {name} | {rng(x['fid'])} | {rng(x['kid'], '{:.3f}')} | {rng(x['nll'], '{:.3f}')} | {diff} |")
+    rows.append(f"| held-out real images (the floor at this N) | {r['fid_floor']:.2f} | | | |")
+    return "\n".join(rows)
+
+RENDERERS[("08_improved", "equal_budget_seeds")] = improved_seeds
+
+
+def guidance_grid(r, _all=None):
+    "09's classifier-free guidance grid over sampling seeds: accuracy, FID, KID, precision and recall per w."
+    rows = [f"| w ({r['n_per_seed']} images per seed, {r['sampling_steps']} ancestral steps, sampling seeds {', '.join(map(str, r['sampling_seeds']))}) | "
+            "class accuracy | FID | KID | precision | recall |", "|---|---|---|---|---|---|"]
+    for w, x in r["rows"].items():
+        rows.append(f"| {w} | {pct(x['accuracy']['per_seed'])} | {rng(x['fid']['per_seed'])} | {rng(x['kid']['per_seed'], '{:.3f}')} | "
+                    f"{rng(x['precision']['per_seed'])} | {rng(x['recall']['per_seed'])} |")
+    return "\n".join(rows)
+
+RENDERERS[("09_guidance", "cfg_fine_grid_2000_steps")] = guidance_grid
+
 def render(chapter: str, key: str) -> str:
     if (chapter, key) not in RENDERERS: raise SystemExit(f"readme_tables: no renderer for table {chapter} {key} (add one to RENDERERS)")
     path = RESULTS / f"{chapter}.json"
