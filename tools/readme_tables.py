@@ -179,7 +179,9 @@ def improved_seeds(r, _all=None):
     base = r["contenders"][base_name]
     rows = ["| contender (500 steps, training seeds 0, 1, 2; N = 500) | FID, mean (min-max) | KID | NLL (bits/dim) | FID minus baseline, per seed |",
             "|---|---|---|---|---|"]
-    for name, x in r["contenders"].items():
+    order = [base_name] + sorted((n for n in r["contenders"] if n != base_name), key=lambda n: mean(r["contenders"][n]["fid"]))   # baseline, then by FID
+    for name in order:
+        x = r["contenders"][name]
         diff = "" if name == base_name else ", ".join(f"{a - b:+.2f}" for a, b in zip(x["fid"], base["fid"]))
         rows.append(f"| {name} | {rng(x['fid'])} | {rng(x['kid'], '{:.3f}')} | {rng(x['nll'], '{:.3f}')} | {diff} |")
     rows.append(f"| held-out real images (the floor at this N) | {r['fid_floor']:.2f} | | | |")
