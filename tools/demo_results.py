@@ -35,7 +35,7 @@ def collect(folder: Path) -> dict:
                      f"--count {ev['count']} --seed {ev['seed']} --json {folder}/{f.name}")
     fids = [s["fid"] for s in seeds.values()]
     return dict(command=r["command"], evaluate_commands=evals, recipe=r["recipe"], mixed_precision=r["mixed_precision"], device=r["device"],
-                steps=r["runs"]["model"]["steps"], train_seconds=r["runs"]["model"]["train_seconds"],
+                steps=r["runs"]["model"]["steps"], train_seconds=r["runs"]["model"]["train_seconds"], total_seconds=r.get("total_seconds"),
                 sampling_seconds=round(model["seconds"]["sampling"], 1), budget=r.get("budget"),
                 baseline=dict(steps=r["runs"]["baseline_1pct"]["steps"], fid=round(r["runs"]["baseline_1pct"]["fid"], 6)),
                 floor=dict(fid=round(model["fid_floor"], 6), kid=round(model["kid_floor"], 6), inception_score=round(model["inception_score_floor"], 6)),
