@@ -12,8 +12,9 @@ import torch
 
 # %% auto #0
 __all__ = ['RESULTS_DIR', 'default_device', 'seed_everything', 'seed_for', 'generator_for', 'data_home', 'runs_home',
-           'models_home', 'atomic_write', 'file_lock', 'config_hash', 'load_or_build', 'Config', 'Configured',
-           'UsageError', 'MissingFileError', 'save_results', 'load_results', 'LazyRegistry', 'progress_bar']
+           'models_home', 'atomic_write', 'file_lock', 'config_hash', 'load_or_build', 'cached_json', 'Config',
+           'Configured', 'UsageError', 'MissingFileError', 'save_results', 'load_results', 'LazyRegistry',
+           'progress_bar']
 
 # %% ../nbs/00_core.ipynb #4915e69b
 def default_device() -> torch.device:
@@ -84,7 +85,7 @@ def file_lock(path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/00_core.ipynb #2fb77f25
+# %% ../nbs/00_core.ipynb #6a0bf02f
 def config_hash(config: dict, version: str | None = None) -> str:
     "12 hex digits of the sha256 of `config` as sorted JSON (plus `version`, if given): the cache key of what `config` makes."
     payload = config if version is None else {"config": config, "version": version}
@@ -97,6 +98,14 @@ def load_or_build(folder, load, build, lock=None):
     with file_lock(lock if lock is not None else folder.parent / f".{folder.name}.lock"):
         try: return load(folder)
         except FileNotFoundError: return build(folder)
+
+def cached_json(path, compute) -> dict:
+    """The JSON object kept in the file `path`; where there is none yet, `compute()` makes it and it is written (atomically) first.
+    Both calls return it as read back from JSON, so the first run and every later one see the same values. For scores that take
+    minutes to compute (an FID, a bound) and must survive an interrupted notebook."""
+    path = Path(path)
+    if not path.exists(): atomic_write(path, json.dumps(compute()))
+    return json.loads(path.read_text())
 
 # %% ../nbs/00_core.ipynb #13e18db5
 class Config(dict):
